@@ -1,0 +1,121 @@
+"""SchedulerConfig: frozen, validated on construction, loadable from a mapping."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+from zoneinfo import ZoneInfo
+
+from .errors import InvalidTimezone, InvalidValue
+from .timezones import resolve_zone
+
+__all__ = ["SchedulerConfig", "default_max_workers"]
+
+
+def default_max_workers() -> int:
+    # ThreadPoolExecutor's own default (Python 3.8+): I/O-bound work is the norm for
+    # scheduled jobs, so more threads than cores, capped so that big machines do not
+    # start hundreds of threads.
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+def _number(name: str, value: object, *, minimum: float, allow_equal: bool,
+            integer: bool = False, maximum: float | None = None) -> None:
+    kind = "an int" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        raise InvalidValue(f"config {name}={value!r}: expected {kind}, "
+                           f"got {type(value).__name__}")
+    assert isinstance(value, (int, float))
+    if not math.isfinite(value):
+        raise InvalidValue(f"config {name}={value!r}: must be finite")
+    too_small = value < minimum if allow_equal else value <= minimum
+    if too_small:
+        relation = ">=" if allow_equal else ">"
+        raise InvalidValue(f"config {name}={value!r}: must be {relation} {minimum:g}")
+    if maximum is not None and value > maximum:
+        raise InvalidValue(f"config {name}={value!r}: must be <= {maximum:g}")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Settings of a :class:`SchedulerService`. Every field is checked on construction.
+
+    Attributes:
+        default_timezone: IANA zone of jobs that name none.
+        shutdown_timeout_secs: how long ``shutdown()`` waits for running jobs.
+        max_workers: size of the thread pool that runs jobs.
+        max_sleep_secs: the longest the dispatcher sleeps without re-reading the
+            clock, so that clock jumps, suspend and frozen clocks are noticed.
+        thread_name_prefix: names of the dispatcher and worker threads start with it.
+        random_seed: seeds the service's jitter delays (None: unpredictable).
+
+    Raises:
+        InvalidValue: a field has the wrong type or is out of range (names the field).
+        InvalidTimezone: ``default_timezone`` is not a valid zone.
+    """
+
+    default_timezone: str = "UTC"
+    shutdown_timeout_secs: float = 30.0
+    max_workers: int = field(default_factory=default_max_workers)
+    max_sleep_secs: float = 1.0
+    thread_name_prefix: str = "memory_scheduler"
+    random_seed: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.default_timezone, str):
+            raise InvalidValue(
+                f"config default_timezone={self.default_timezone!r}: expected a zone name, "
+                f"got {type(self.default_timezone).__name__}"
+            )
+        try:
+            resolve_zone(self.default_timezone)
+        except InvalidTimezone as exc:
+            raise InvalidTimezone(f"config default_timezone: {exc}") from None
+        _number("shutdown_timeout_secs", self.shutdown_timeout_secs, minimum=0,
+                allow_equal=True, maximum=threading.TIMEOUT_MAX)
+        _number("max_workers", self.max_workers, minimum=0, allow_equal=False, integer=True,
+                maximum=10_000)
+        _number("max_sleep_secs", self.max_sleep_secs, minimum=0, allow_equal=False,
+                maximum=3600)
+        if self.random_seed is not None and (
+            isinstance(self.random_seed, bool) or not isinstance(self.random_seed, int)
+        ):
+            raise InvalidValue(f"config random_seed={self.random_seed!r}: expected an int or None")
+        if not isinstance(self.thread_name_prefix, str) or not self.thread_name_prefix:
+            raise InvalidValue(
+                f"config thread_name_prefix={self.thread_name_prefix!r}: "
+                "expected a non-empty string"
+            )
+
+    def parse_timezone(self) -> ZoneInfo:
+        """The ZoneInfo of ``default_timezone``. Raises :class:`InvalidTimezone`."""
+        zone = resolve_zone(self.default_timezone)
+        assert isinstance(zone, ZoneInfo)  # a str always resolves to a ZoneInfo
+        return zone
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, object]) -> SchedulerConfig:
+        """Build a config from e.g. a parsed TOML/JSON section.
+
+        Raises:
+            InvalidValue: ``m`` is not a mapping, a key is unknown (the message names
+                it and lists the known ones), or a value has the wrong type or range.
+            InvalidTimezone: ``default_timezone`` is not a valid zone.
+        """
+        if not isinstance(m, Mapping):
+            raise InvalidValue(f"config must be a mapping, got {type(m).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in m.items():
+            if key not in known:
+                raise InvalidValue(
+                    f"config has unknown key {key!r}; known keys: {', '.join(sorted(known))}"
+                )
+            kwargs[key] = value
+        return cls(**kwargs)
+

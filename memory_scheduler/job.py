@@ -1,0 +1,257 @@
+"""Job definitions, frozen snapshots handed to users, and the one function that calls a job.
+
+Nothing here holds a lock or reads the clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+from typing import Callable, Optional, Union
+
+from .cron import validate_cron_expression
+from .errors import InvalidValue
+from .timezones import resolve_zone
+
+__all__ = [
+    "EventKind",
+    "Job",
+    "JobInfo",
+    "RunContext",
+    "RunResult",
+    "RunStatus",
+    "SchedulerEvent",
+    "current_run",
+]
+
+OVERLAP_POLICIES = ("skip", "concurrent")
+
+
+class RunStatus(str, enum.Enum):
+    """How a scheduled occurrence ended."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the previous run was still going (overlap policy)
+    MISSED = "missed"  # handed over later than misfire_grace_secs
+    TIMED_OUT = "timed_out"  # still running at timeout_secs; its token was set
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _positive(name: str, value: object, *, allow_zero: bool = False,
+              optional: bool = False, integer: bool = False) -> None:
+    if value is None and optional:
+        return
+    kind = "an int" if integer else "a number"
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok:
+        raise InvalidValue(f"job option {name}={value!r}: expected {kind}"
+                           f"{' or None' if optional else ''}")
+    assert isinstance(value, (int, float))
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise InvalidValue(f"job option {name}={value!r}: must be "
+                           f"{'>= 0' if allow_zero else '> 0'} and finite")
+    if value > threading.TIMEOUT_MAX:
+        raise InvalidValue(f"job option {name}={value!r}: must be <= {threading.TIMEOUT_MAX:g}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A cron job: what to run, when, and under which policies.
+
+    Args:
+        name: unique within a service; also the seed of ``H`` fields.
+        expression: cron expression in the library's dialect.
+        func: called with no arguments in a worker thread; use :func:`current_run`
+            inside it to see the scheduled time and the cancellation token.
+        timezone: IANA name or tzinfo; ``None`` uses the service's default zone.
+        overlap: ``"skip"`` (default) skips a run while the previous one is still
+            going; ``"concurrent"`` lets runs overlap up to ``max_instances``.
+        max_instances: with ``overlap="concurrent"``, the most runs at once
+            (default unlimited).
+        misfire_grace_secs: a run handed over later than this after its scheduled
+            time is recorded as missed instead of run (default: no limit).
+        coalesce: after missing several times, run once (default) instead of once
+            per missed time.
+        jitter_secs: start each run after a random delay in [0, jitter_secs].
+        timeout_secs: set the run's cancellation token and record it as timed out
+            once it has run this long.
+
+    Raises:
+        InvalidCron, InvalidTimezone, InvalidValue (naming the option); ``TypeError``
+        if ``func`` is not callable.
+    """
+
+    name: str
+    expression: str
+    func: Callable[[], object]
+    timezone: Union[str, tzinfo, None] = None
+    overlap: str = "skip"
+    max_instances: Optional[int] = None
+    misfire_grace_secs: Optional[float] = None
+    coalesce: bool = True
+    jitter_secs: float = 0.0
+    timeout_secs: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise InvalidValue(f"job name {self.name!r}: expected a non-empty string")
+        if not callable(self.func):
+            raise TypeError(f"job {self.name!r}: func {self.func!r} is not callable")
+        validate_cron_expression(self.expression)
+        if self.timezone is not None:
+            resolve_zone(self.timezone)
+        if self.overlap not in OVERLAP_POLICIES:
+            raise InvalidValue(f"job option overlap={self.overlap!r}: expected one of "
+                               f"{', '.join(map(repr, OVERLAP_POLICIES))}")
+        _positive("max_instances", self.max_instances, optional=True, integer=True)
+        if self.max_instances is not None and self.overlap == "skip" and self.max_instances != 1:
+            raise InvalidValue(
+                f"job option max_instances={self.max_instances!r}: applies to "
+                "overlap='concurrent'; overlap='skip' always allows one run at a time"
+            )
+        _positive("misfire_grace_secs", self.misfire_grace_secs, allow_zero=True, optional=True)
+        if not isinstance(self.coalesce, bool):
+            raise InvalidValue(f"job option coalesce={self.coalesce!r}: expected a bool")
+        _positive("jitter_secs", self.jitter_secs, allow_zero=True)
+        _positive("timeout_secs", self.timeout_secs, optional=True)
+
+    @property
+    def instance_limit(self) -> float:
+        """How many runs of this job may be active at once."""
+        if self.overlap == "skip":
+            return 1
+        return math.inf if self.max_instances is None else self.max_instances
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A snapshot of one job, taken under the service's lock. Times are aware; the
+    scheduled ones are in the job's zone."""
+
+    id: uuid.UUID
+    name: str
+    expression: str
+    timezone: str
+    next_run_time: Optional[datetime]  # None while paused
+    paused: bool
+    running: int  # runs of this job active right now
+    run_count: int  # runs that started
+    failure_count: int  # runs that raised
+    skip_count: int
+    missed_count: int
+    timeout_count: int
+    last_scheduled_time: Optional[datetime]
+    last_started: Optional[datetime]
+    last_finished: Optional[datetime]
+    last_duration: Optional[timedelta]
+    last_status: Optional[RunStatus]
+    last_error: Optional[str]  # "ExceptionType: message" of the last failure
+    overlap: str
+    max_instances: Optional[int]
+    misfire_grace_secs: Optional[float]
+    coalesce: bool
+    jitter_secs: float
+    timeout_secs: Optional[float]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a running job can know about its run (see :func:`current_run`).
+
+    ``cancel_token`` is set when the service shuts down or when the run passes its
+    ``timeout_secs``; a long job should check it and return early.
+    """
+
+    job_id: uuid.UUID
+    job_name: str
+    scheduled_time: datetime
+    cancel_token: threading.Event = field(repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_token.is_set()
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One occurrence handled by ``run_pending()`` or a simulation."""
+
+    job_id: uuid.UUID
+    job_name: str
+    scheduled_time: datetime
+    status: RunStatus
+    error: Optional[str] = None
+
+
+class EventKind(str, enum.Enum):
+    JOB_ADDED = "job_added"
+    JOB_REMOVED = "job_removed"
+    JOB_PAUSED = "job_paused"
+    JOB_RESUMED = "job_resumed"
+    RUN_STARTED = "run_started"
+    RUN_SUCCEEDED = "run_succeeded"
+    RUN_FAILED = "run_failed"
+    RUN_SKIPPED = "run_skipped"
+    RUN_MISSED = "run_missed"
+    RUN_TIMED_OUT = "run_timed_out"
+    SCHEDULER_STARTED = "scheduler_started"
+    SCHEDULER_SHUTDOWN = "scheduler_shutdown"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class SchedulerEvent:
+    """What a listener receives. Job fields are None for scheduler events."""
+
+    kind: EventKind
+    time: datetime
+    job_id: Optional[uuid.UUID] = None
+    job_name: Optional[str] = None
+    scheduled_time: Optional[datetime] = None
+    exception: Optional[BaseException] = None
+
+
+_current: ContextVar[Optional[RunContext]] = ContextVar("memory_scheduler_run", default=None)
+
+
+def current_run() -> RunContext:
+    """The :class:`RunContext` of the job running in this thread.
+
+    Raises:
+        LookupError: called outside a job run.
+    """
+    ctx = _current.get()
+    if ctx is None:
+        raise LookupError("current_run() is only available inside a running job")
+    return ctx
+
+
+def call_job(func: Callable[[], object], ctx: RunContext) -> Optional[BaseException]:
+    """Run user code with its context set; return what it raised, or None.
+
+    Catches BaseException too: a job calling ``sys.exit()`` must not take a worker
+    thread down with it. The caller decides whether to re-raise.
+    """
+    token = _current.set(ctx)
+    try:
+        func()
+    except BaseException as exc:  # noqa: BLE001 - recorded and logged by the caller
+        return exc
+    finally:
+        _current.reset(token)
+    return None
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,826 @@
+"""SchedulerService: the dispatcher thread, the worker pool and the shutdown token.
+
+Threads:
+
+* the caller's threads, which call the public methods;
+* one dispatcher thread, which sleeps on ``_cond`` until the earliest heap item is due,
+  decides what each due occurrence becomes (run, skip, miss) and hands runs to the
+  pool. It never calls user code: listener callbacks for events it produces are
+  handed to the pool too;
+* the pool's worker threads, which call jobs and deliver events.
+
+``_now()`` is the only place the clock is read. Every wait hands its timeout to a
+threading primitive, which waits in real time, so a frozen clock (freezegun,
+time-machine) can never turn a wait into an endless loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
+
+from .config import SchedulerConfig
+from .cron import CronSchedule
+from .errors import AlreadyRunning, DuplicateJob, InvalidValue, JobNotFound, NotRunning
+from .job import (
+    EventKind,
+    Job,
+    JobInfo,
+    RunContext,
+    RunResult,
+    RunStatus,
+    SchedulerEvent,
+    call_job,
+    describe_error,
+)
+from .registry import DELAYED_START, TICK, TIMEOUT, Entry, Registry
+from .timezones import resolve_zone, zone_name
+
+__all__ = ["SchedulerService", "MAX_CATCHUP_RUNS"]
+
+logger = logging.getLogger("memory_scheduler")
+
+#: With ``coalesce=False``, the most missed occurrences one wake-up runs per job; the
+#: rest are recorded as one missed batch. A long suspend never queues thousands.
+MAX_CATCHUP_RUNS = 100
+
+# A clock step backwards by more than this recomputes every schedule; smaller steps
+# (NTP slewing) only delay runs by the step.
+_BACKWARD_JUMP = timedelta(seconds=1)
+
+_UTC = timezone.utc
+JobKey = Union[uuid.UUID, str]
+Listener = Callable[[SchedulerEvent], object]
+F = TypeVar("F", bound=Callable[[], object])
+
+
+@dataclass(eq=False)
+class _Run:
+    """One occurrence on its way through the pool (fields guarded by the service lock)."""
+
+    entry: Entry
+    scheduled: datetime  # UTC
+    forced: bool = False  # run_job_now: runs even while the job is paused
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: Optional[datetime] = None
+    timed_out: bool = False
+    done: bool = False
+
+
+@dataclass
+class _Work:
+    """What one pass over the heap decided; carried out after the lock is released."""
+
+    runs: List[_Run] = field(default_factory=list)
+    events: List[SchedulerEvent] = field(default_factory=list)
+    results: List[RunResult] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.runs or self.events)
+
+
+class SchedulerService:
+    """Runs cron jobs in a background thread pool.
+
+    Every public method is thread-safe and may be called from inside a running job.
+
+    Args:
+        config: settings; ``SchedulerConfig()`` when omitted.
+
+    Raises:
+        InvalidTimezone: the config's default zone is invalid.
+    """
+
+    def __init__(self, config: Optional[SchedulerConfig] = None) -> None:
+        if config is None:
+            config = SchedulerConfig()
+        if not isinstance(config, SchedulerConfig):
+            raise InvalidValue(f"config must be a SchedulerConfig, got {type(config).__name__}")
+        self._config = config
+        self._default_zone = config.parse_timezone()
+        self._random = random.Random(config.random_seed)
+        # _cond's lock guards everything below it, every Entry field and every _Run
+        # field. It is never held while user code (jobs, listeners) runs, while
+        # waiting for a thread, or while submitting to the pool; the dispatcher waits
+        # on _cond and every change that can move the earliest due time notifies it.
+        self._cond = threading.Condition(threading.Lock())
+        self._registry = Registry()
+        self._running = False  # between start() and the beginning of shutdown()
+        self._token = threading.Event()
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._dispatcher: Optional[threading.Thread] = None
+        self._active: Dict[_Run, None] = {}  # runs reserved or running (insertion order)
+        self._tasks = 0  # pool tasks submitted and not yet finished (runs, deliveries)
+        self._last_now: Optional[datetime] = None
+        # Replaced, never mutated, so listeners can be read without the lock.
+        self._listeners: Tuple[Tuple[Listener, Optional[frozenset[EventKind]]], ...] = ()
+        # Per-thread: set inside a pool task of this service, so that shutdown() called
+        # from a job does not wait for itself.
+        self._thread_state = threading.local()
+
+    # -- the clock ---------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return utc_now()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def config(self) -> SchedulerConfig:
+        return self._config
+
+    @property
+    def shutdown_token(self) -> threading.Event:
+        """Set the moment ``shutdown()`` begins. A new token is made by each ``start()``."""
+        return self._token
+
+    def is_running(self) -> bool:
+        with self._cond:
+            return self._running
+
+    def start(self) -> None:
+        """Start the dispatcher and the pool. A stopped service may be started again.
+
+        Raises:
+            AlreadyRunning: the service is running (or still shutting down).
+        """
+        with self._cond:
+            if self._running or self._dispatcher is not None:
+                raise AlreadyRunning("the scheduler is already running")
+            self._running = True
+            if self._token.is_set():
+                self._token = threading.Event()
+            prefix = self._config.thread_name_prefix
+            self._executor = ThreadPoolExecutor(
+                max_workers=self._config.max_workers, thread_name_prefix=f"{prefix}-worker"
+            )
+            self._dispatcher = threading.Thread(
+                target=self._dispatch_loop, args=(self._token,),
+                name=f"{prefix}-dispatcher", daemon=True,
+            )
+            # Occurrences missed while stopped are not caught up: start from now.
+            now = self._observe_now()
+            for entry in self._registry:
+                if not entry.paused:
+                    self._reschedule(entry, now)
+            dispatcher = self._dispatcher
+        dispatcher.start()
+        logger.info("scheduler started")
+        self._emit([self._event(EventKind.SCHEDULER_STARTED)])
+
+    def shutdown(self, timeout: Optional[float] = None) -> None:
+        """Stop starting runs at once, wait for running jobs, and return.
+
+        Sets ``shutdown_token`` and every running job's cancel token, then waits up to
+        ``timeout`` seconds (default ``config.shutdown_timeout_secs``) for running jobs
+        to return. Python threads cannot be killed: a job that ignores its token keeps
+        its worker thread until it returns; its name is logged at WARNING.
+
+        Raises:
+            NotRunning: the service is not running.
+            InvalidValue: ``timeout`` is negative or not a number.
+        """
+        if timeout is None:
+            timeout = self._config.shutdown_timeout_secs
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
+            0 <= timeout <= threading.TIMEOUT_MAX
+        ):
+            raise InvalidValue(f"shutdown timeout {timeout!r}: expected a number >= 0")
+        with self._cond:
+            if not self._running:
+                raise NotRunning("the scheduler is not running")
+            self._running = False
+            self._token.set()
+            for run in self._active:
+                run.cancel.set()
+            # Jittered runs still waiting for their delay are not started.
+            for item in self._registry.drop(DELAYED_START):
+                self._release(item[4])
+            dispatcher, executor = self._dispatcher, self._executor
+            self._cond.notify_all()
+        assert dispatcher is not None and executor is not None
+        logger.info("scheduler shutting down (timeout %.3gs)", timeout)
+        # The dispatcher never runs user code, so it leaves within milliseconds.
+        dispatcher.join(timeout)
+        executor.shutdown(wait=False, cancel_futures=True)
+        own = 1 if getattr(self._thread_state, "inside_task", False) else 0
+        with self._cond:
+            # wait_for hands the timeout to threading, which measures it in real time.
+            finished = self._cond.wait_for(lambda: self._tasks <= own, timeout)
+            stuck = sorted({run.entry.name for run in self._active if run.started})
+            self._executor = None
+            self._dispatcher = None
+        if finished:
+            # Every other task has returned, so the workers are just exiting; a job
+            # that shuts down its own service cannot join its own thread.
+            executor.shutdown(wait=not own)
+            logger.info("scheduler shutdown complete")
+        else:
+            logger.warning(
+                "scheduler shutdown timed out after %.3gs; still running: %s "
+                "(their worker threads end when the jobs return)",
+                timeout, ", ".join(stuck) or "event listeners",
+            )
+        self._emit([self._event(EventKind.SCHEDULER_SHUTDOWN)])
+
+    def __enter__(self) -> SchedulerService:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.is_running():
+            self.shutdown()
+
+    def wakeup(self) -> None:
+        """Make the dispatcher re-read the clock now (after moving a frozen clock)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- jobs --------------------------------------------------------------------------
+
+    def add_job(self, job: Job, *, replace_existing: bool = False) -> uuid.UUID:
+        """Register ``job``; returns its id. Jobs may be added before or after start().
+
+        Raises:
+            DuplicateJob: a job with that name exists and ``replace_existing`` is
+                false. With ``replace_existing=True`` the old job is removed (its
+                running instances finish) and the new one takes over its id.
+        """
+        if not isinstance(job, Job):
+            raise InvalidValue(f"add_job expects a Job, got {type(job).__name__}")
+        zone = self._default_zone if job.timezone is None else resolve_zone(job.timezone)
+        schedule = CronSchedule.shared(job.expression, zone, job.name)
+        events = []
+        with self._cond:
+            old = self._registry.by_name(job.name)
+            job_id = uuid.uuid4()
+            if old is not None:
+                if not replace_existing:
+                    raise DuplicateJob(
+                        f"a job named {job.name!r} already exists (id {old.id}); "
+                        "pass replace_existing=True to replace it"
+                    )
+                self._registry.remove(old)
+                job_id = old.id
+                events.append(self._event(EventKind.JOB_REMOVED, old))
+            entry = Entry(id=job_id, job=job, schedule=schedule)
+            self._registry.add(entry)
+            self._reschedule(entry, self._observe_now())
+            events.append(self._event(EventKind.JOB_ADDED, entry))
+            self._cond.notify_all()
+        logger.debug("added job %r (%s, %s)", job.name, job.expression, zone_name(zone))
+        self._emit(events)
+        return job_id
+
+    def add_cron_job(self, name: str, cron_expr: str, job_fn: Callable[[], object],
+                     timezone: Union[str, Any, None] = None, **options: Any) -> uuid.UUID:
+        """Build a :class:`Job` from the arguments and add it.
+
+        ``options`` are Job's keyword options plus ``replace_existing``; an unknown
+        option raises :class:`InvalidValue` naming it.
+        """
+        replace_existing = options.pop("replace_existing", False)
+        if not isinstance(replace_existing, bool):
+            raise InvalidValue(f"replace_existing={replace_existing!r}: expected a bool")
+        job = _make_job(name, cron_expr, job_fn, timezone, options)
+        return self.add_job(job, replace_existing=replace_existing)
+
+    def cron(self, expression: str, *, name: Optional[str] = None,
+             timezone: Union[str, Any, None] = None, **options: Any) -> Callable[[F], F]:
+        """Decorator: register the function as a cron job and return it unchanged.
+
+        ``name`` defaults to the function's qualified name.
+        """
+        def register(func: F) -> F:
+            job_name = name if name is not None else getattr(func, "__qualname__", repr(func))
+            self.add_cron_job(job_name, expression, func, timezone, **options)
+            return func
+
+        return register
+
+    def remove_job(self, key: JobKey) -> None:
+        """Remove a job by id or name. A run already going finishes; no later run starts.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        with self._cond:
+            entry = self._lookup(key)
+            self._registry.remove(entry)
+            entry.backlog.clear()
+            event = self._event(EventKind.JOB_REMOVED, entry)
+            self._cond.notify_all()
+        self._emit([event])
+
+    def pause_job(self, key: JobKey) -> None:
+        """Stop future runs of a job without removing it. Raises JobNotFound."""
+        with self._cond:
+            entry = self._lookup(key)
+            if entry.paused:
+                return
+            entry.paused = True
+            entry.backlog.clear()
+            self._registry.unschedule(entry)
+            event = self._event(EventKind.JOB_PAUSED, entry)
+            self._cond.notify_all()
+        self._emit([event])
+
+    def resume_job(self, key: JobKey) -> None:
+        """Resume a paused job from now: missed occurrences are not caught up.
+
+        Raises JobNotFound.
+        """
+        with self._cond:
+            entry = self._lookup(key)
+            if not entry.paused:
+                return
+            entry.paused = False
+            self._reschedule(entry, self._observe_now())
+            event = self._event(EventKind.JOB_RESUMED, entry)
+            self._cond.notify_all()
+        self._emit([event])
+
+    def get_job(self, key: JobKey) -> JobInfo:
+        """A frozen snapshot of one job. Raises JobNotFound."""
+        with self._cond:
+            return self._info(self._lookup(key))
+
+    def jobs(self) -> List[JobInfo]:
+        """Snapshots of every job, soonest next run first; paused jobs last."""
+        with self._cond:
+            infos = [self._info(entry) for entry in self._registry]
+        far = datetime.max.replace(tzinfo=_UTC)
+        return sorted(infos, key=lambda i: (i.next_run_time or far, i.name))
+
+    def next_run_time(self) -> Optional[datetime]:
+        """The earliest next run over all jobs (UTC), or None."""
+        with self._cond:
+            times = [e.next_run for e in self._registry if e.next_run is not None]
+        return min(times) if times else None
+
+    def run_job_now(self, key: JobKey) -> bool:
+        """Start one run of a job at once, honouring its overlap policy; the schedule
+        does not move. A paused job runs too. Returns False if the run was skipped.
+
+        Raises:
+            JobNotFound: no such job.
+            NotRunning: the service is not running (use run_pending() in tests).
+        """
+        with self._cond:
+            entry = self._lookup(key)
+            if not self._running:
+                raise NotRunning("run_job_now needs a running scheduler")
+            now = self._now()
+            work = _Work()
+            if entry.running >= entry.job.instance_limit:
+                self._skip(entry, now, work)
+                started = False
+            else:
+                run = self._reserve(entry, now)
+                run.forced = True
+                work.runs.append(run)
+                started = True
+        self._emit(work.events)
+        for run in work.runs:
+            self._submit(self._execute, run)
+        return started
+
+    # -- listeners ---------------------------------------------------------------------
+
+    def add_listener(self, callback: Listener,
+                     events: Optional[Iterable[Union[EventKind, str]]] = None) -> None:
+        """Call ``callback(event)`` for each event of the given kinds (default: all).
+
+        Listeners are called outside every lock, in registration order, from the
+        thread that caused the event (a caller, a worker) or, for events the
+        dispatcher decides (skipped, missed, timed out), from a pool worker. An
+        exception in a listener is logged and ignored.
+        """
+        if not callable(callback):
+            raise InvalidValue(f"listener {callback!r} is not callable")
+        kinds: Optional[frozenset[EventKind]] = None
+        if events is not None:
+            if isinstance(events, (str, EventKind)):
+                events = [events]
+            try:
+                kinds = frozenset(EventKind(e) for e in events)
+            except ValueError as exc:
+                raise InvalidValue(
+                    f"unknown event kind in {events!r}; known: "
+                    f"{', '.join(k.value for k in EventKind)}"
+                ) from exc
+        with self._cond:
+            self._listeners = (*self._listeners, (callback, kinds))
+
+    def remove_listener(self, callback: Listener) -> None:
+        """Stop calling ``callback``. Raises InvalidValue if it was never added."""
+        with self._cond:
+            kept = tuple(item for item in self._listeners if item[0] is not callback)
+            if len(kept) == len(self._listeners):
+                raise InvalidValue(f"listener {callback!r} is not registered")
+            self._listeners = kept
+
+    # -- synchronous driving (tests, simulations) -------------------------------------
+
+    def run_pending(self) -> List[RunResult]:
+        """Run every occurrence due now, in this thread, in scheduled-time order.
+
+        Applies the same policies as the dispatcher (pause, overlap, misfire,
+        coalesce, DST rules) except jitter, which is not applied. Works whether or
+        not the service is started; an occurrence is handled by exactly one of
+        run_pending() and the dispatcher. Returns what happened to each occurrence.
+        """
+        with self._cond:
+            work = self._collect_due(self._observe_now(), sync=True)
+        results = list(work.results)
+        self._emit(work.events)
+        for run in work.runs:
+            results.extend(self._execute(run, reraise=True))
+        return results
+
+    # -- internals: under the lock -----------------------------------------------------
+
+    def _lookup(self, key: JobKey) -> Entry:
+        entry: Optional[Entry] = None
+        if isinstance(key, uuid.UUID):
+            entry = self._registry.get(key)
+        elif isinstance(key, str):
+            entry = self._registry.by_name(key)
+            if entry is None:
+                try:
+                    entry = self._registry.get(uuid.UUID(key))
+                except ValueError:
+                    entry = None
+        else:
+            raise InvalidValue(f"job key {key!r}: expected a UUID or a job name")
+        if entry is None:
+            raise JobNotFound(f"no job with id or name {str(key)!r}")
+        return entry
+
+    def _observe_now(self) -> datetime:
+        """Read the clock; after a backward jump, recompute every schedule."""
+        now = self._now()
+        last = self._last_now
+        self._last_now = now
+        if last is not None and now < last - _BACKWARD_JUMP:
+            logger.info("clock moved back by %s; recomputing schedules", last - now)
+            for entry in self._registry:
+                if not entry.paused:
+                    self._reschedule(entry, now)
+        return now
+
+    def _reschedule(self, entry: Entry, now: datetime) -> None:
+        base = now
+        if entry.schedule.fixed_time and entry.last_fired is not None:
+            # A fixed-time job never reruns an occurrence, even if the clock went back.
+            base = max(now, entry.last_fired)
+        self._registry.schedule(entry, entry.schedule.next_after(base).astimezone(_UTC))
+
+    def _collect_due(self, now: datetime, sync: bool) -> _Work:
+        work = _Work()
+        ts = now.timestamp()
+        while True:
+            item = self._registry.pop_due(ts)
+            if item is None:
+                break
+            kind, entry, payload = item[2], item[3], item[4]
+            if kind == TICK:
+                assert entry is not None
+                self._fire(entry, now, work, sync)
+            elif kind == DELAYED_START:
+                work.runs.append(payload)
+            elif kind == TIMEOUT:
+                self._time_out(payload, now, work)
+        return work
+
+    def _fire(self, entry: Entry, now: datetime, work: _Work, sync: bool) -> None:
+        """Decide what a due occurrence becomes, then schedule the next one."""
+        job = entry.job
+        first = entry.next_run
+        assert first is not None
+        grace = job.misfire_grace_secs
+        # Occurrences up to now that are still within the grace, oldest first.
+        due: List[datetime] = []
+        earliest = first if grace is None else max(first, now - timedelta(seconds=grace))
+        missed = earliest > first
+        candidate = first if earliest == first else self._first_at_or_after(entry, earliest)
+        limit = 1 if job.coalesce else MAX_CATCHUP_RUNS
+        while candidate <= now and len(due) < limit:
+            due.append(candidate)
+            candidate = entry.schedule.next_after(candidate).astimezone(_UTC)
+        if not job.coalesce and candidate <= now:
+            missed = True  # more than the catch-up bound: the rest is one missed batch
+        entry.last_fired = due[-1] if due else first
+        self._reschedule(entry, now)
+        if missed or not due:
+            self._miss(entry, first, now, work)
+        if not due:
+            return
+        if entry.running >= job.instance_limit:
+            self._skip(entry, due[0], work)
+            return
+        run = self._reserve(entry, due[0])
+        entry.backlog.extend(due[1:])
+        if job.jitter_secs and not sync:
+            delay = self._random.uniform(0, job.jitter_secs)
+            self._registry.push(ts_plus(now, delay), DELAYED_START, entry, run)
+        else:
+            work.runs.append(run)
+
+    def _first_at_or_after(self, entry: Entry, when: datetime) -> datetime:
+        return entry.schedule.next_after(when - timedelta(microseconds=1)).astimezone(_UTC)
+
+    def _reserve(self, entry: Entry, scheduled: datetime) -> _Run:
+        run = _Run(entry=entry, scheduled=scheduled)
+        entry.running += 1
+        self._active[run] = None
+        return run
+
+    def _release(self, run: _Run) -> None:
+        if run.done:
+            return
+        run.done = True
+        run.entry.running -= 1
+        self._active.pop(run, None)
+        self._cond.notify_all()
+
+    def _skip(self, entry: Entry, scheduled: datetime, work: _Work) -> None:
+        entry.skip_count += 1
+        entry.last_status = RunStatus.SKIPPED
+        entry.last_scheduled_time = scheduled
+        level = logging.DEBUG if entry.skip_warned else logging.WARNING
+        entry.skip_warned = True
+        logger.log(level, "job %r skipped: its previous run is still going "
+                   "(further skips in a row are logged at DEBUG)", entry.name)
+        work.events.append(self._event(EventKind.RUN_SKIPPED, entry, scheduled))
+        work.results.append(self._result(entry, scheduled, RunStatus.SKIPPED))
+
+    def _miss(self, entry: Entry, scheduled: datetime, now: datetime, work: _Work) -> None:
+        entry.missed_count += 1
+        entry.last_status = RunStatus.MISSED
+        entry.last_scheduled_time = scheduled
+        level = logging.DEBUG if entry.missed_warned else logging.WARNING
+        entry.missed_warned = True
+        logger.log(level, "job %r missed its run at %s: %s late, more than its "
+                   "misfire grace of %ss", entry.name, self._local(entry, scheduled),
+                   now - scheduled, entry.job.misfire_grace_secs)
+        work.events.append(self._event(EventKind.RUN_MISSED, entry, scheduled))
+        work.results.append(self._result(entry, scheduled, RunStatus.MISSED))
+
+    def _time_out(self, run: _Run, now: datetime, work: _Work) -> None:
+        if run.done or run.timed_out:
+            return
+        entry = run.entry
+        run.timed_out = True
+        run.cancel.set()
+        entry.timeout_count += 1
+        entry.last_status = RunStatus.TIMED_OUT
+        logger.warning("job %r (run scheduled %s) timed out after %ss; its token is set, "
+                       "its overlap slot is freed when it returns",
+                       entry.name, self._local(entry, run.scheduled), entry.job.timeout_secs)
+        work.events.append(self._event(EventKind.RUN_TIMED_OUT, entry, run.scheduled))
+
+    def _sleep_for(self, now: datetime) -> float:
+        wait = self._config.max_sleep_secs
+        when = self._registry.peek_time()
+        if when is not None:
+            wait = min(wait, max(0.0, when - now.timestamp()))
+        return min(wait, threading.TIMEOUT_MAX)
+
+    def _local(self, entry: Entry, when: datetime) -> datetime:
+        return when.astimezone(entry.schedule.timezone)
+
+    def _event(self, kind: EventKind, entry: Optional[Entry] = None,
+               scheduled: Optional[datetime] = None,
+               exc: Optional[BaseException] = None) -> SchedulerEvent:
+        return SchedulerEvent(
+            kind=kind, time=self._now(),
+            job_id=entry.id if entry else None, job_name=entry.name if entry else None,
+            scheduled_time=self._local(entry, scheduled) if entry and scheduled else None,
+            exception=exc,
+        )
+
+    def _result(self, entry: Entry, scheduled: datetime, status: RunStatus,
+                error: Optional[str] = None) -> RunResult:
+        return RunResult(entry.id, entry.name, self._local(entry, scheduled), status, error)
+
+    def _info(self, e: Entry) -> JobInfo:
+        job = e.job
+        local = self._local
+        return JobInfo(
+            id=e.id, name=e.name, expression=job.expression,
+            timezone=e.schedule.zone_name,
+            next_run_time=None if e.next_run is None or e.paused else local(e, e.next_run),
+            paused=e.paused, running=e.running, run_count=e.run_count,
+            failure_count=e.failure_count, skip_count=e.skip_count,
+            missed_count=e.missed_count, timeout_count=e.timeout_count,
+            last_scheduled_time=(None if e.last_scheduled_time is None
+                                 else local(e, e.last_scheduled_time)),
+            last_started=e.last_started, last_finished=e.last_finished,
+            last_duration=e.last_duration, last_status=e.last_status,
+            last_error=e.last_error, overlap=job.overlap, max_instances=job.max_instances,
+            misfire_grace_secs=job.misfire_grace_secs, coalesce=job.coalesce,
+            jitter_secs=job.jitter_secs, timeout_secs=job.timeout_secs,
+        )
+
+    # -- internals: the dispatcher thread --------------------------------------------
+
+    def _dispatch_loop(self, token: threading.Event) -> None:
+        try:
+            while True:
+                with self._cond:
+                    if token.is_set():
+                        return
+                    now = self._observe_now()
+                    work = self._collect_due(now, sync=False)
+                    if not work:
+                        self._cond.wait(self._sleep_for(now))
+                        continue
+                # Outside the lock; the clock is re-read before the next wait.
+                self._hand_over(work)
+        except BaseException:  # pragma: no cover - a bug in the dispatcher itself
+            logger.critical("scheduler dispatcher crashed", exc_info=True)
+            raise
+
+    def _hand_over(self, work: _Work) -> None:
+        """Submit runs to the pool, and the listener calls for the events the
+        dispatcher made, since it never runs user code itself (no lock held)."""
+        for run in work.runs:
+            self._submit(self._execute, run)
+        if work.events and self._listeners:
+            self._submit(self._emit, work.events)
+
+    def _submit(self, fn: Callable[[Any], object], arg: Any) -> None:
+        with self._cond:
+            executor = self._executor
+            if executor is None or not self._running:
+                if isinstance(arg, _Run):
+                    self._release(arg)
+                return
+            self._tasks += 1
+        try:
+            future: Future[object] = executor.submit(self._task, fn, arg)
+        except RuntimeError:
+            # shutdown() won the race and the pool refuses work: this run never starts.
+            with self._cond:
+                if isinstance(arg, _Run):
+                    self._release(arg)
+                self._task_done()
+            return
+        future.add_done_callback(lambda f: self._on_future_done(f, arg))
+
+    def _on_future_done(self, future: Future[object], arg: Any) -> None:
+        if future.cancelled():  # cancelled by shutdown before it started
+            with self._cond:
+                if isinstance(arg, _Run):
+                    self._release(arg)
+                self._task_done()
+
+    def _task_done(self) -> None:
+        self._tasks -= 1
+        if self._tasks == 0:
+            self._cond.notify_all()
+
+    # -- internals: worker threads ----------------------------------------------------
+
+    def _task(self, fn: Callable[[Any], object], arg: Any) -> None:
+        self._thread_state.inside_task = True
+        try:
+            fn(arg)
+        finally:
+            self._thread_state.inside_task = False
+            with self._cond:
+                self._task_done()
+
+    def _execute(self, first: _Run, reraise: bool = False) -> List[RunResult]:
+        """Run ``first`` and then the job's catch-up backlog, in this thread."""
+        results: List[RunResult] = []
+        run: Optional[_Run] = first
+        while run is not None:
+            entry = run.entry
+            with self._cond:
+                if not self._may_start(run):
+                    self._release(run)
+                    break
+                started = self._now()
+                run.started = started
+                entry.run_count += 1
+                entry.skip_warned = entry.missed_warned = False
+                entry.last_started = started
+                entry.last_scheduled_time = run.scheduled
+                if entry.job.timeout_secs is not None:
+                    self._registry.push(ts_plus(started, entry.job.timeout_secs),
+                                        TIMEOUT, entry, run)
+                    self._cond.notify_all()
+                ctx = RunContext(entry.id, entry.name, self._local(entry, run.scheduled),
+                                 run.cancel)
+            logger.info("job %r started (scheduled %s)", entry.name, ctx.scheduled_time)
+            self._emit([self._event(EventKind.RUN_STARTED, entry, run.scheduled)])
+            exc = call_job(entry.job.func, ctx)
+            status, event, run = self._finish(run, exc)
+            results.append(self._result(entry, ctx.scheduled_time, status,
+                                        describe_error(exc) if exc else None))
+            self._emit([event])
+            if exc is not None and reraise and not isinstance(exc, Exception):
+                raise exc  # KeyboardInterrupt / SystemExit in the caller's own thread
+        return results
+
+    def _may_start(self, run: _Run) -> bool:
+        entry = run.entry
+        if run.cancel.is_set() or not self._registry.is_live(entry):
+            return False
+        return run.forced or not entry.paused
+
+    def _finish(self, run: _Run, exc: Optional[BaseException]
+                ) -> Tuple[RunStatus, SchedulerEvent, Optional[_Run]]:
+        """Record a finished run; return its status, its event and the next backlog run."""
+        entry = run.entry
+        with self._cond:
+            finished = self._now()
+            assert run.started is not None
+            duration = finished - run.started
+            entry.last_finished = finished
+            entry.last_duration = duration
+            if exc is not None:
+                entry.failure_count += 1
+                entry.last_error = describe_error(exc)
+            if run.timed_out:
+                status = RunStatus.TIMED_OUT
+            elif exc is not None:
+                status = RunStatus.FAILED
+                entry.last_status = status
+            else:
+                status = RunStatus.SUCCESS
+                entry.last_status = status
+            next_run: Optional[_Run] = None
+            if entry.backlog and self._running_or_sync() and self._registry.is_live(entry):
+                # Keep this instance's slot for the next catch-up occurrence.
+                self._active.pop(run, None)
+                run.done = True
+                next_run = _Run(entry=entry, scheduled=entry.backlog.popleft())
+                self._active[next_run] = None
+            else:
+                self._release(run)
+        if exc is not None:
+            logger.error("job %r failed after %s", entry.name, duration,
+                         exc_info=(type(exc), exc, exc.__traceback__))
+            kind = EventKind.RUN_FAILED
+        else:
+            logger.info("job %r finished in %s%s", entry.name, duration,
+                        " (after its timeout)" if run.timed_out else "")
+            kind = EventKind.RUN_SUCCEEDED
+        return status, self._event(kind, entry, run.scheduled, exc), next_run
+
+    def _running_or_sync(self) -> bool:
+        # A stopped service still works through a backlog started by run_pending().
+        return self._running or self._dispatcher is None
+
+    # -- internals: listeners ---------------------------------------------------------
+
+    def _emit(self, events: Sequence[SchedulerEvent]) -> None:
+        listeners = self._listeners
+        if not listeners:
+            return
+        for event in events:
+            for callback, kinds in listeners:
+                if kinds is not None and event.kind not in kinds:
+                    continue
+                try:
+                    callback(event)
+                except BaseException as exc:
+                    logger.error("listener %r raised on %s", callback, event.kind,
+                                 exc_info=(type(exc), exc, exc.__traceback__))
+                    if not isinstance(exc, Exception) and (
+                        threading.current_thread() is threading.main_thread()
+                    ):
+                        raise  # Ctrl-C in the caller's own thread still stops it
+
+
+def utc_now() -> datetime:
+    """The only clock read in the library; freezegun and time-machine patch it."""
+    return datetime.now(_UTC)
+
+
+def ts_plus(when: datetime, seconds: float) -> float:
+    return when.timestamp() + seconds
+
+
+def _make_job(name: str, expression: str, func: Callable[[], object],
+              timezone: Any, options: Dict[str, Any]) -> Job:
+    try:
+        return Job(name, expression, func, timezone, **options)
+    except TypeError as exc:
+        known = ", ".join(f for f in Job.__dataclass_fields__ if f not in
+                          ("name", "expression", "func", "timezone"))
+        unknown = [k for k in options if k not in Job.__dataclass_fields__]
+        if unknown:
+            raise InvalidValue(
+                f"unknown job option {unknown[0]!r}; known options: {known}, replace_existing"
+            ) from exc
+        raise
