@@ -1,0 +1,79 @@
+"""Every example in the README runs and prints what the README says."""
+
+from __future__ import annotations
+
+import doctest
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
+
+
+def blocks(kind: str) -> list[str]:
+    return [body for lang, body in BLOCK.findall(README) if lang == kind]
+
+
+def cli(command: str) -> subprocess.CompletedProcess[str]:
+    args = shlex.split(command)
+    assert args[0] == "memory-scheduler"
+    return subprocess.run([sys.executable, "-m", "memory_scheduler", *args[1:]],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("index", range(len(blocks("python"))))
+def test_python_examples(index: int) -> None:
+    code = blocks("python")[index]
+    exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "readme"})
+
+
+@pytest.mark.parametrize("index", range(len(blocks("pycon"))))
+def test_pycon_examples(index: int) -> None:
+    test = doctest.DocTestParser().get_doctest(
+        blocks("pycon")[index], {}, f"README pycon {index}", "README.md", 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
+
+
+def console_examples() -> list[tuple[str, str]]:
+    found = []
+    for body in blocks("console"):
+        lines = body.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("$ "):
+                output = []
+                for rest in lines[i + 1:]:
+                    if rest.startswith("$ "):
+                        break
+                    output.append(rest)
+                found.append((line[2:], "\n".join(output).strip()))
+    return found
+
+
+@pytest.mark.parametrize(("command", "expected"), console_examples())
+def test_console_examples(command: str, expected: str) -> None:
+    result = cli(command)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+def test_the_first_command_runs_the_cli_on_an_example() -> None:
+    first = blocks("console")[0].strip()
+    assert "pip install" in first
+    command = first.split("&& ")[-1]
+    result = cli(command)
+    assert result.returncode == 0, result.stderr
+    assert "2026-03-08T03:00:00-04:00" in result.stdout
+
+
+def test_the_second_command_is_what_ci_runs() -> None:
+    second = blocks("console")[1].strip()
+    test_command = second.split("&& ")[-1]
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert test_command in ci
