@@ -421,7 +421,7 @@ class SchedulerService:
     def remove_listener(self, callback: Listener) -> None:
         """Stop calling ``callback``. Raises InvalidValue if it was never added."""
         with self._cond:
-            kept = tuple(item for item in self._listeners if item[0] is not callback)
+            kept = tuple(item for item in self._listeners if item[0] != callback)
             if len(kept) == len(self._listeners):
                 raise InvalidValue(f"listener {callback!r} is not registered")
             self._listeners = kept
