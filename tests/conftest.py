@@ -10,6 +10,8 @@ from hypothesis import settings
 
 from memory_scheduler import SchedulerConfig, SchedulerService
 
+pytest_plugins = ["memory_scheduler.testing", "pytester"]
+
 # "ci" keeps the whole suite inside its time budget; "long" is for local bug hunts:
 #   HYPOTHESIS_PROFILE=long pytest
 settings.register_profile("ci", max_examples=150, deadline=None)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import doctest
+import inspect
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -27,9 +29,15 @@ def cli(command: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("index", range(len(blocks("python"))))
-def test_python_examples(index: int) -> None:
+def test_python_examples(index: int, make_scheduler: Callable[..., Any]) -> None:
     code = blocks("python")[index]
-    exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "readme"})
+    namespace: dict[str, Any] = {"__name__": "readme"}
+    exec(compile(code, f"README.md python block {index}", "exec"), namespace)
+    # Example test functions are run too, with the fixtures they name.
+    for name, value in namespace.items():
+        if name.startswith("test_") and callable(value):
+            params = inspect.signature(value).parameters
+            value(**{p: make_scheduler() for p in params if p == "scheduler"})
 
 
 @pytest.mark.parametrize("index", range(len(blocks("pycon"))))
