@@ -557,7 +557,8 @@ class SchedulerService:
         level = logging.DEBUG if entry.skip_warned else logging.WARNING
         entry.skip_warned = True
         logger.log(level, "job %r skipped: its previous run is still going "
-                   "(further skips in a row are logged at DEBUG)", entry.name)
+                   "(further skips in a row are logged at DEBUG)", entry.name,
+                   extra=_extra(entry, "run_skipped", scheduled=scheduled))
         work.events.append(self._event(EventKind.RUN_SKIPPED, entry, scheduled))
         work.results.append(self._result(entry, scheduled, RunStatus.SKIPPED))
 
@@ -569,7 +570,9 @@ class SchedulerService:
         entry.missed_warned = True
         logger.log(level, "job %r missed its run at %s: %s late, more than its "
                    "misfire grace of %ss", entry.name, self._local(entry, scheduled),
-                   now - scheduled, entry.job.misfire_grace_secs)
+                   now - scheduled, entry.job.misfire_grace_secs,
+                   extra=_extra(entry, "run_missed", scheduled=scheduled,
+                                late_secs=(now - scheduled).total_seconds()))
         work.events.append(self._event(EventKind.RUN_MISSED, entry, scheduled))
         work.results.append(self._result(entry, scheduled, RunStatus.MISSED))
 
@@ -583,7 +586,8 @@ class SchedulerService:
         entry.last_status = RunStatus.TIMED_OUT
         logger.warning("job %r (run scheduled %s) timed out after %ss; its token is set, "
                        "its overlap slot is freed when it returns",
-                       entry.name, self._local(entry, run.scheduled), entry.job.timeout_secs)
+                       entry.name, self._local(entry, run.scheduled), entry.job.timeout_secs,
+                       extra=_extra(entry, "run_timed_out", scheduled=run.scheduled))
         work.events.append(self._event(EventKind.RUN_TIMED_OUT, entry, run.scheduled))
 
     def _sleep_for(self, now: datetime) -> float:
@@ -720,7 +724,8 @@ class SchedulerService:
                     self._cond.notify_all()
                 ctx = RunContext(entry.id, entry.name, self._local(entry, run.scheduled),
                                  run.cancel)
-            logger.info("job %r started (scheduled %s)", entry.name, ctx.scheduled_time)
+            logger.info("job %r started (scheduled %s)", entry.name, ctx.scheduled_time,
+                        extra=_extra(entry, "run_started", scheduled=run.scheduled))
             self._emit([self._event(EventKind.RUN_STARTED, entry, run.scheduled)])
             exc = call_job(entry.job.func, ctx)
             status, event, run = self._finish(run, exc)
@@ -769,11 +774,16 @@ class SchedulerService:
                 self._release(run)
         if exc is not None:
             logger.error("job %r failed after %s", entry.name, duration,
-                         exc_info=(type(exc), exc, exc.__traceback__))
+                         exc_info=(type(exc), exc, exc.__traceback__),
+                         extra=_extra(entry, "run_failed", scheduled=run.scheduled,
+                                      duration_secs=duration.total_seconds(),
+                                      error=describe_error(exc)))
             kind = EventKind.RUN_FAILED
         else:
             logger.info("job %r finished in %s%s", entry.name, duration,
-                        " (after its timeout)" if run.timed_out else "")
+                        " (after its timeout)" if run.timed_out else "",
+                        extra=_extra(entry, "run_succeeded", scheduled=run.scheduled,
+                                     duration_secs=duration.total_seconds()))
             kind = EventKind.RUN_SUCCEEDED
         return status, self._event(kind, entry, run.scheduled, exc), next_run
 
@@ -800,6 +810,15 @@ class SchedulerService:
                         threading.current_thread() is threading.main_thread()
                     ):
                         raise  # Ctrl-C in the caller's own thread still stops it
+
+
+def _extra(entry: Entry, event: str, scheduled: Optional[datetime] = None,
+           **fields: object) -> Dict[str, object]:
+    """Structured fields for log records (``record.job``, ``record.event``,
+    ``record.fields``), for handlers that emit JSON."""
+    if scheduled is not None:
+        fields["scheduled"] = scheduled.astimezone(entry.schedule.timezone).isoformat()
+    return {"job": entry.name, "event": event, "fields": fields}
 
 
 def utc_now() -> datetime:

@@ -6,6 +6,7 @@ import doctest
 import inspect
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -71,13 +72,21 @@ def test_console_examples(command: str, expected: str) -> None:
     assert result.stdout.strip() == expected
 
 
-def test_the_first_command_runs_the_cli_on_an_example() -> None:
+def test_the_first_command_runs_the_cli_on_the_example_crontab() -> None:
     first = blocks("console")[0].strip()
     assert "pip install" in first
-    command = first.split("&& ")[-1]
-    result = cli(command)
-    assert result.returncode == 0, result.stderr
-    assert "2026-03-08T03:00:00-04:00" in result.stdout
+    args = shlex.split(first.split("&& ")[-1])
+    assert args[:2] == ["memory-scheduler", "run"]
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "memory_scheduler", *args[1:]], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # output within a few seconds
+        assert "stdout: hello from memory-scheduler at" in line
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
 
 
 def test_the_second_command_is_what_ci_runs() -> None:
