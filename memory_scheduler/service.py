@@ -117,6 +117,11 @@ class SchedulerService:
         self._dispatcher: Optional[threading.Thread] = None
         self._active: Dict[_Run, None] = {}  # runs reserved or running (insertion order)
         self._tasks = 0  # pool tasks submitted and not yet finished (runs, deliveries)
+        # Set by _task_done once _tasks <= _drain_target; shutdown() waits on it. An
+        # Event rather than Condition.wait_for: wait_for measures its timeout with
+        # time.monotonic, which time-machine 2.x freezes, so it would never time out.
+        self._drained = threading.Event()
+        self._drain_target = 0
         self._last_now: Optional[datetime] = None
         # Replaced, never mutated, so listeners can be read without the lock.
         self._listeners: Tuple[Tuple[Listener, Optional[frozenset[EventKind]]], ...] = ()
@@ -211,8 +216,15 @@ class SchedulerService:
         executor.shutdown(wait=False, cancel_futures=True)
         own = 1 if getattr(self._thread_state, "inside_task", False) else 0
         with self._cond:
-            # wait_for hands the timeout to threading, which measures it in real time.
-            finished = self._cond.wait_for(lambda: self._tasks <= own, timeout)
+            self._drain_target = own
+            if self._tasks <= own:
+                self._drained.set()
+        # One wait for the whole remaining shutdown; Event.wait hands the timeout to a
+        # lock acquire, which counts real time even under a frozen clock.
+        finished = self._drained.wait(timeout)
+        with self._cond:
+            self._drained.clear()
+            self._drain_target = 0
             stuck = sorted({run.entry.name for run in self._active if run.started})
             self._executor = None
             self._dispatcher = None
@@ -688,8 +700,8 @@ class SchedulerService:
 
     def _task_done(self) -> None:
         self._tasks -= 1
-        if self._tasks == 0:
-            self._cond.notify_all()
+        if self._tasks <= self._drain_target and not self._running:
+            self._drained.set()
 
     # -- internals: worker threads ----------------------------------------------------
 

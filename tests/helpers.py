@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+import queue
 import threading
-from typing import Callable
+from typing import Callable, TypeVar
 
 
 def library_threads() -> list[threading.Thread]:
@@ -17,3 +18,21 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
             return True
         pause.wait(0.005)
     return predicate()
+
+
+T = TypeVar("T")
+
+
+def get(q: queue.Queue[T], timeout: float = 2.0) -> T:
+    """``q.get(timeout=...)`` that also times out when time.monotonic is frozen.
+
+    queue.Queue.get measures its timeout with time.monotonic, which time-machine 2.x
+    (the last series for Python 3.9) freezes; this polls with Event.wait instead.
+    """
+    pause = threading.Event()
+    for _ in range(int(timeout / 0.005) + 1):
+        try:
+            return q.get_nowait()
+        except queue.Empty:
+            pause.wait(0.005)
+    raise queue.Empty

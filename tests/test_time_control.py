@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from freezegun import freeze_time
-from helpers import library_threads, wait_until
+from helpers import get, library_threads, wait_until
 
 from memory_scheduler import (
     AlreadyRunning,
@@ -87,10 +87,10 @@ def test_wakeup_after_tick_runs_the_due_job_at_once(make_service: Factory,
         svc.start()
         clock.shift(61)
         svc.wakeup()
-        assert ran.get(timeout=2) == START + timedelta(minutes=1)
+        assert get(ran, 2) == START + timedelta(minutes=1)
         clock.move_to(START + timedelta(minutes=5, seconds=1))
         svc.wakeup()
-        assert ran.get(timeout=2) == START + timedelta(minutes=2)  # coalesced catch-up
+        assert get(ran, 2) == START + timedelta(minutes=2)  # coalesced catch-up
         svc.shutdown(timeout=1)
 
 
@@ -102,7 +102,7 @@ def test_without_wakeup_the_max_sleep_bounds_the_delay(make_service: Factory,
         svc.add_cron_job("m", "* * * * *", lambda: ran.put(current_run().scheduled_time))
         svc.start()
         clock.shift(60)
-        assert ran.get(timeout=2) == START + timedelta(minutes=1)
+        assert get(ran, 2) == START + timedelta(minutes=1)
         svc.shutdown(timeout=1)
 
 
@@ -125,7 +125,7 @@ def test_whole_lifecycle_never_hangs(make_service: Factory, clock_kind: str,
         svc.start()
         clock.shift(60)
         svc.wakeup()
-        assert ran.get(timeout=2) == "a"
+        assert get(ran, 2) == "a"
         svc.pause_job("a")
         svc.remove_job("b")
         clock.shift(120)
@@ -150,7 +150,7 @@ def test_backward_and_forward_jumps(make_service: Factory, clock_kind: str) -> N
         svc.start()
         clock.move_to(datetime(2026, 3, 1, 2, 0, 1, tzinfo=UTC))
         svc.wakeup()
-        assert sorted([ran.get(timeout=2), ran.get(timeout=2)]) == [
+        assert sorted([get(ran, 2), get(ran, 2)]) == [
             ("fixed", datetime(2026, 3, 1, 2, tzinfo=UTC)),
             ("wild", datetime(2026, 3, 1, 2, tzinfo=UTC))]
         # Back by two hours: the wildcard job does not stall for two hours...
@@ -160,13 +160,13 @@ def test_backward_and_forward_jumps(make_service: Factory, clock_kind: str) -> N
                           == datetime(2026, 3, 1, 0, 10, tzinfo=UTC))
         clock.shift(600)
         svc.wakeup()
-        assert ran.get(timeout=2) == ("wild", datetime(2026, 3, 1, 0, 10, tzinfo=UTC))
+        assert get(ran, 2) == ("wild", datetime(2026, 3, 1, 0, 10, tzinfo=UTC))
         # ... and forward again past 02:00: the fixed job does not run 02:00 twice.
         clock.move_to(datetime(2026, 3, 1, 2, 5, tzinfo=UTC))
         svc.wakeup()
-        assert ran.get(timeout=2) == ("wild", datetime(2026, 3, 1, 0, 20, tzinfo=UTC))
+        assert get(ran, 2) == ("wild", datetime(2026, 3, 1, 0, 20, tzinfo=UTC))
         with pytest.raises(queue.Empty):
-            ran.get(timeout=0.1)
+            get(ran, 0.1)
         assert svc.get_job("fixed").run_count == 1
         assert svc.get_job("fixed").next_run_time == datetime(2026, 3, 2, 2, tzinfo=UTC)
         svc.shutdown(timeout=1)
