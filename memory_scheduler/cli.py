@@ -270,38 +270,47 @@ def _run(entries: List[CrontabEntry], args: argparse.Namespace) -> int:
     for entry in entries:
         svc.add_job(Job(entry.name, entry.expression, partial(commands.run, entry),
                         timezone=entry.zone, overlap=args.overlap))
-    stop = threading.Event()
-    interrupts = []
+    # The handler only records the signal: it may run in the middle of any code of
+    # the main thread (even inside a lock that code holds), so it must not take locks.
+    interrupts: List[int] = []
 
     def on_signal(signum: int, frame: Optional[FrameType]) -> None:
         interrupts.append(signum)
-        if stop.is_set() and signum == signal.SIGINT:
-            logger.warning("second SIGINT: killing every command now",
-                           extra={"event": "force_kill"})
-            commands.signal_all(signal.SIGKILL)
-        stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     logger.info("running %d job(s) from %s", len(entries), args.crontab,
                 extra={"event": "started", "fields": {"jobs": len(entries)}})
     svc.start()
-    stop.wait()
-    name = signal.Signals(interrupts[0]).name if interrupts else "signal"
+    # Short waits, not one long one: a signal the kernel hands to another thread is
+    # only acted on when the main thread next runs Python code.
+    pause = threading.Event()
+    while not interrupts:
+        pause.wait(0.1)
+    name = signal.Signals(interrupts[0]).name
     logger.info("%s received: stopping (shutdown timeout %.3gs)", name, args.shutdown_timeout,
                 extra={"event": "stopping", "fields": {"signal": name}})
     terminated = commands.signal_all(signal.SIGTERM)
     if terminated:
         logger.info("sent SIGTERM to %d running command(s)", terminated,
                     extra={"event": "terminate", "fields": {"commands": terminated}})
-    svc.shutdown(timeout=args.shutdown_timeout)
+    stopper = threading.Thread(target=svc.shutdown, args=(args.shutdown_timeout,),
+                               name="memory_scheduler-cli-shutdown")
+    stopper.start()
+    forced = False
+    while stopper.is_alive():
+        stopper.join(0.1)
+        if not forced and signal.SIGINT in interrupts[1:]:
+            forced = True
+            logger.warning("second SIGINT: killing every command now",
+                           extra={"event": "force_kill"})
+            commands.signal_all(signal.SIGKILL)
     killed = commands.signal_all(signal.SIGKILL)
     if killed:
         logger.warning("killed %d command(s) still running after %.3gs", killed,
                        args.shutdown_timeout,
                        extra={"event": "killed", "fields": {"commands": killed}})
-        return 1
-    if len(interrupts) > 1 and signal.SIGINT in interrupts[1:]:
+    if killed or forced:
         return 1
     logger.info("stopped cleanly", extra={"event": "stopped"})
     return 0
