@@ -291,6 +291,23 @@ class _Spec:
 
 
 def _parse(expression: object, hash_id: str | None) -> _Spec:
+    """The parsed expression, from a process-wide cache: jobs that share an expression
+    share its parse (and its per-month day cache)."""
+    if not isinstance(expression, str):
+        raise TypeError(
+            f"cron expression must be a str, not {type(expression).__name__}"
+        )
+    key = (expression, hash_id if _USES_HASH.search(expression) else None)
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = _parse_uncached(expression, hash_id)
+        if len(_SPECS) >= _CACHE_MAX:
+            _SPECS.clear()  # distinct expressions gain nothing from the cache
+        _SPECS[key] = spec
+    return spec
+
+
+def _parse_uncached(expression: str, hash_id: str | None) -> _Spec:
     if not isinstance(expression, str):
         raise TypeError(
             f"cron expression must be a str, not {type(expression).__name__}"
@@ -377,7 +394,7 @@ class CronSchedule:
             return cls(expr, timezone, hash_id=hash_id)
         if cached is None:
             cached = cls(expr, timezone, hash_id=hash_id)
-            if len(_SHARED) >= _SHARED_MAX:
+            if len(_SHARED) >= _CACHE_MAX:
                 _SHARED.clear()  # distinct expressions gain nothing from the cache
             _SHARED[key] = cached
         return cached
@@ -403,7 +420,9 @@ class CronSchedule:
         if not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
             raise InvalidValue(f"next_after needs an aware datetime, got {dt!r}")
         try:
-            u = dt.astimezone(_UTC)
+            # Runs fall on whole seconds, so the answer for dt is the answer for dt
+            # truncated to the second; truncating lets jobs share the memo.
+            u = dt.astimezone(_UTC).replace(microsecond=0)
             # Compare in UTC: aware datetimes sharing a tzinfo compare by wall time and
             # ignore fold, so 01:30 EDT would equal 01:30 EST.
             memo = self._memo
@@ -500,8 +519,11 @@ def _transition(zone: tzinfo, before: datetime, after: datetime) -> datetime:
     return hi
 
 
+# Process-wide caches. Plain dicts: a get or set is atomic under the GIL, and a race
+# between two threads only builds an equal object twice.
 _SHARED: dict[tuple[str, object, str | None], CronSchedule] = {}
-_SHARED_MAX = 4096
+_SPECS: dict[tuple[str, str | None], _Spec] = {}
+_CACHE_MAX = 4096
 _USES_HASH = re.compile(r"(?:^|[\s,])[hH](?:$|[\s,(/])")
 
 _FIXED_KEYS = {"UTC", "Etc/UTC", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu",

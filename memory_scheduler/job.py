@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import enum
 import math
+import sys
 import threading
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from typing import Callable, Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 from .cron import validate_cron_expression
 from .errors import InvalidValue
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 OVERLAP_POLICIES = ("skip", "concurrent")
+
+# __slots__ keep a hundred thousand jobs small; dataclasses make them from 3.10 on.
+_SLOTS: Dict[str, bool] = {"slots": True} if sys.version_info >= (3, 10) else {}
 
 
 class RunStatus(str, enum.Enum):
@@ -62,7 +66,7 @@ def _positive(name: str, value: object, *, allow_zero: bool = False,
         raise InvalidValue(f"job option {name}={value!r}: must be <= {threading.TIMEOUT_MAX:g}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, **_SLOTS)
 class Job:
     """A cron job: what to run, when, and under which policies.
 
@@ -131,7 +135,7 @@ class Job:
         return math.inf if self.max_instances is None else self.max_instances
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, **_SLOTS)
 class JobInfo:
     """A snapshot of one job, taken under the service's lock. Times are aware; the
     scheduled ones are in the job's zone."""
@@ -162,7 +166,7 @@ class JobInfo:
     timeout_secs: Optional[float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, **_SLOTS)
 class RunContext:
     """What a running job can know about its run (see :func:`current_run`).
 
@@ -180,7 +184,7 @@ class RunContext:
         return self.cancel_token.is_set()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, **_SLOTS)
 class RunResult:
     """One occurrence handled by ``run_pending()`` or a simulation."""
 
@@ -209,7 +213,7 @@ class EventKind(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, **_SLOTS)
 class SchedulerEvent:
     """What a listener receives. Job fields are None for scheduler events."""
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
@@ -24,32 +22,44 @@ DELAYED_START = 1  # a jittered run's delay has passed
 TIMEOUT = 2  # a run has been going for timeout_secs
 
 
-@dataclass(eq=False)
 class Entry:
-    """A registered job and its live state (guarded by the service lock)."""
+    """A registered job and its live state. Every field is guarded by the service lock.
 
-    id: uuid.UUID
-    job: Job
-    schedule: CronSchedule
-    next_run: Optional[datetime] = None  # UTC; None while paused
-    tick_seq: int = -1  # sequence of the live TICK heap item; others are stale
-    paused: bool = False
-    running: int = 0  # instances reserved or running
-    backlog: Deque[datetime] = field(default_factory=deque)  # coalesce=False catch-up
-    last_fired: Optional[datetime] = None  # UTC of the latest occurrence handed over
-    skip_warned: bool = False  # a skip streak has been logged at WARNING
-    missed_warned: bool = False
-    run_count: int = 0
-    failure_count: int = 0
-    skip_count: int = 0
-    missed_count: int = 0
-    timeout_count: int = 0
-    last_scheduled_time: Optional[datetime] = None
-    last_started: Optional[datetime] = None
-    last_finished: Optional[datetime] = None
-    last_duration: Optional[timedelta] = None
-    last_status: Optional[RunStatus] = None
-    last_error: Optional[str] = None
+    A plain class with ``__slots__``: one of these exists per job, and a service may
+    hold a hundred thousand.
+    """
+
+    __slots__ = (
+        "id", "job", "schedule", "next_run", "tick_seq", "paused", "running", "backlog",
+        "last_fired", "skip_warned", "missed_warned", "run_count", "failure_count",
+        "skip_count", "missed_count", "timeout_count", "last_scheduled_time",
+        "last_started", "last_finished", "last_duration", "last_status", "last_error",
+    )
+
+    def __init__(self, id: uuid.UUID, job: Job, schedule: CronSchedule) -> None:
+        self.id = id
+        self.job = job
+        self.schedule = schedule
+        self.next_run: Optional[datetime] = None  # UTC; None while paused
+        self.tick_seq = -1  # sequence of the live TICK heap item; others are stale
+        self.paused = False
+        self.running = 0  # instances reserved or running
+        # coalesce=False catch-up occurrences (UTC), made only when needed
+        self.backlog: Optional[Deque[datetime]] = None
+        self.last_fired: Optional[datetime] = None  # UTC of the latest occurrence handed over
+        self.skip_warned = False  # a skip streak has been logged at WARNING
+        self.missed_warned = False
+        self.run_count = 0
+        self.failure_count = 0
+        self.skip_count = 0
+        self.missed_count = 0
+        self.timeout_count = 0
+        self.last_scheduled_time: Optional[datetime] = None
+        self.last_started: Optional[datetime] = None
+        self.last_finished: Optional[datetime] = None
+        self.last_duration: Optional[timedelta] = None
+        self.last_status: Optional[RunStatus] = None
+        self.last_error: Optional[str] = None
 
     @property
     def name(self) -> str:

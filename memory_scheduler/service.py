@@ -20,10 +20,23 @@ import logging
 import random
 import threading
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 from .config import SchedulerConfig
 from .cron import CronSchedule
@@ -78,11 +91,11 @@ class _Work:
     """What one pass over the heap decided; carried out after the lock is released."""
 
     runs: List[_Run] = field(default_factory=list)
-    events: List[SchedulerEvent] = field(default_factory=list)
+    events: List[Optional[SchedulerEvent]] = field(default_factory=list)
     results: List[RunResult] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.runs or self.events)
+        return bool(self.runs or any(self.events))
 
 
 class SchedulerService:
@@ -117,6 +130,15 @@ class SchedulerService:
         self._dispatcher: Optional[threading.Thread] = None
         self._active: Dict[_Run, None] = {}  # runs reserved or running (insertion order)
         self._tasks = 0  # pool tasks submitted and not yet finished (runs, deliveries)
+        # Runs handed over and waiting for a worker. Up to max_workers pool tasks
+        # ("drainers") take runs from it until it is empty, so a burst of ten thousand
+        # runs costs a handful of futures, not ten thousand.
+        self._ready: Deque[_Run] = deque()
+        self._drainers = 0  # pool tasks draining _ready
+        self._busy = 0  # drainers inside a run (the others are about to take one)
+        # Pool futures not known to be finished, with whether each is a drainer;
+        # shutdown() settles the ones it cancelled before they started.
+        self._futures: List[Tuple[Future[object], bool]] = []
         # Set by _task_done once _tasks <= _drain_target; shutdown() waits on it. An
         # Event rather than Condition.wait_for: wait_for measures its timeout with
         # time.monotonic, which time-machine 2.x freezes, so it would never time out.
@@ -204,7 +226,10 @@ class SchedulerService:
             self._token.set()
             for run in self._active:
                 run.cancel.set()
-            # Jittered runs still waiting for their delay are not started.
+            # Runs waiting for a worker, or for their jitter delay, are not started.
+            for run in self._ready:
+                self._release(run)
+            self._ready.clear()
             for item in self._registry.drop(DELAYED_START):
                 self._release(item[4])
             dispatcher, executor = self._dispatcher, self._executor
@@ -216,6 +241,11 @@ class SchedulerService:
         executor.shutdown(wait=False, cancel_futures=True)
         own = 1 if getattr(self._thread_state, "inside_task", False) else 0
         with self._cond:
+            for future, is_drainer in self._futures:
+                if future.cancelled():  # never started: settle its accounting here
+                    self._drainers -= is_drainer
+                    self._task_done()
+            self._futures = []
             self._drain_target = own
             if self._tasks <= own:
                 self._drained.set()
@@ -268,7 +298,7 @@ class SchedulerService:
             raise InvalidValue(f"add_job expects a Job, got {type(job).__name__}")
         zone = self._default_zone if job.timezone is None else resolve_zone(job.timezone)
         schedule = CronSchedule.shared(job.expression, zone, job.name)
-        events = []
+        events: List[Optional[SchedulerEvent]] = []
         with self._cond:
             old = self._registry.by_name(job.name)
             job_id = uuid.uuid4()
@@ -286,7 +316,8 @@ class SchedulerService:
             self._reschedule(entry, self._observe_now())
             events.append(self._event(EventKind.JOB_ADDED, entry))
             self._cond.notify_all()
-        logger.debug("added job %r (%s, %s)", job.name, job.expression, zone_name(zone))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("added job %r (%s, %s)", job.name, job.expression, zone_name(zone))
         self._emit(events)
         return job_id
 
@@ -325,7 +356,7 @@ class SchedulerService:
         with self._cond:
             entry = self._lookup(key)
             self._registry.remove(entry)
-            entry.backlog.clear()
+            entry.backlog = None
             event = self._event(EventKind.JOB_REMOVED, entry)
             self._cond.notify_all()
         self._emit([event])
@@ -337,7 +368,7 @@ class SchedulerService:
             if entry.paused:
                 return
             entry.paused = True
-            entry.backlog.clear()
+            entry.backlog = None
             self._registry.unschedule(entry)
             event = self._event(EventKind.JOB_PAUSED, entry)
             self._cond.notify_all()
@@ -399,8 +430,7 @@ class SchedulerService:
                 work.runs.append(run)
                 started = True
         self._emit(work.events)
-        for run in work.runs:
-            self._submit(self._execute, run)
+        self._submit(work.runs)
         return started
 
     # -- listeners ---------------------------------------------------------------------
@@ -506,7 +536,7 @@ class SchedulerService:
                 assert entry is not None
                 self._fire(entry, now, work, sync)
             elif kind == DELAYED_START:
-                work.runs.append(payload)
+                work.runs.append(payload)  # its jitter delay has passed
             elif kind == TIMEOUT:
                 self._time_out(payload, now, work)
         return work
@@ -538,7 +568,8 @@ class SchedulerService:
             self._skip(entry, due[0], work)
             return
         run = self._reserve(entry, due[0])
-        entry.backlog.extend(due[1:])
+        if len(due) > 1:
+            entry.backlog = deque(due[1:])
         if job.jitter_secs and not sync:
             delay = self._random.uniform(0, job.jitter_secs)
             self._registry.push(ts_plus(now, delay), DELAYED_START, entry, run)
@@ -560,7 +591,6 @@ class SchedulerService:
         run.done = True
         run.entry.running -= 1
         self._active.pop(run, None)
-        self._cond.notify_all()
 
     def _skip(self, entry: Entry, scheduled: datetime, work: _Work) -> None:
         entry.skip_count += 1
@@ -614,7 +644,10 @@ class SchedulerService:
 
     def _event(self, kind: EventKind, entry: Optional[Entry] = None,
                scheduled: Optional[datetime] = None,
-               exc: Optional[BaseException] = None) -> SchedulerEvent:
+               exc: Optional[BaseException] = None) -> Optional[SchedulerEvent]:
+        """The event to deliver, or None when nobody listens (the common, fast case)."""
+        if not self._listeners:
+            return None
         return SchedulerEvent(
             kind=kind, time=self._now(),
             job_id=entry.id if entry else None, job_name=entry.name if entry else None,
@@ -665,38 +698,54 @@ class SchedulerService:
             raise
 
     def _hand_over(self, work: _Work) -> None:
-        """Submit runs to the pool, and the listener calls for the events the
+        """Hand runs to the pool, and the listener calls for the events the
         dispatcher made, since it never runs user code itself (no lock held)."""
-        for run in work.runs:
-            self._submit(self._execute, run)
-        if work.events and self._listeners:
-            self._submit(self._emit, work.events)
+        self._submit(work.runs, work.events if any(work.events) else None)
 
-    def _submit(self, fn: Callable[[Any], object], arg: Any) -> None:
+    def _submit(self, runs: Sequence[_Run],
+                events: Optional[List[Optional[SchedulerEvent]]] = None) -> None:
+        deliver = events is not None and bool(self._listeners)
+        if not runs and not deliver:
+            return
         with self._cond:
             executor = self._executor
             if executor is None or not self._running:
-                if isinstance(arg, _Run):
-                    self._release(arg)
+                for run in runs:
+                    self._release(run)
                 return
-            self._tasks += 1
-        try:
-            future: Future[object] = executor.submit(self._task, fn, arg)
-        except RuntimeError:
-            # shutdown() won the race and the pool refuses work: this run never starts.
-            with self._cond:
-                if isinstance(arg, _Run):
-                    self._release(arg)
-                self._task_done()
-            return
-        future.add_done_callback(lambda f: self._on_future_done(f, arg))
+            self._ready.extend(runs)
+            free = self._drainers - self._busy
+            spawn = max(0, min(len(self._ready) - free,
+                               self._config.max_workers - self._drainers))
+            self._drainers += spawn
+            self._tasks += spawn + deliver
+        submitted = [(self._try_submit(executor, self._drain, None), True)
+                     for _ in range(spawn)]
+        if deliver:
+            submitted.append((self._try_submit(executor, self._deliver, events), False))
+        with self._cond:
+            for future, is_drainer in submitted:
+                if future is None or (not self._running and future.cancelled()):
+                    # The pool refused it, or shutdown() cancelled it after settling
+                    # the cancelled ones: it never runs.
+                    self._drainers -= is_drainer
+                    self._task_done()
+                    continue
+                if len(self._futures) >= 64:
+                    self._futures = [f for f in self._futures if not f[0].done()]
+                self._futures.append((future, is_drainer))
+            if self._drainers == 0:  # every drainer refused: nobody will take these
+                for run in self._ready:
+                    self._release(run)
+                self._ready.clear()
 
-    def _on_future_done(self, future: Future[object], arg: Any) -> None:
-        if future.cancelled():  # cancelled by shutdown before it started
-            with self._cond:
-                if isinstance(arg, _Run):
-                    self._release(arg)
-                self._task_done()
+    @staticmethod
+    def _try_submit(executor: ThreadPoolExecutor, fn: Callable[[Any], object],
+                    arg: Any) -> Optional[Future[object]]:
+        try:
+            return executor.submit(fn, arg)
+        except RuntimeError:  # shutdown() won the race: the pool refuses new work
+            return None
 
     def _task_done(self) -> None:
         self._tasks -= 1
@@ -705,25 +754,54 @@ class SchedulerService:
 
     # -- internals: worker threads ----------------------------------------------------
 
-    def _task(self, fn: Callable[[Any], object], arg: Any) -> None:
+    def _deliver(self, events: List[Optional[SchedulerEvent]]) -> None:
+        """A pool task delivering events to listeners."""
         self._thread_state.inside_task = True
         try:
-            fn(arg)
+            self._emit(events)
         finally:
             self._thread_state.inside_task = False
             with self._cond:
                 self._task_done()
 
-    def _execute(self, first: _Run, reraise: bool = False) -> List[RunResult]:
-        """Run ``first`` and then the job's catch-up backlog, in this thread."""
+    def _drain(self, _: None) -> None:
+        """A pool task: run ready runs until there are none (settled in _execute)."""
+        self._thread_state.inside_task = True
+        try:
+            self._execute(None, drain=True)
+        finally:
+            self._thread_state.inside_task = False
+
+    def _execute(self, first: Optional[_Run], reraise: bool = False,
+                 drain: bool = False) -> List[RunResult]:
+        """Run ``first``, then the job's catch-up backlog, in this thread; with
+        ``drain``, then take further runs from ``_ready`` until it is empty.
+
+        Taking the next run shares its lock round with the run's start bookkeeping.
+        """
         results: List[RunResult] = []
-        run: Optional[_Run] = first
-        while run is not None:
-            entry = run.entry
+        run = first
+        busy = False  # this drainer is counted in _busy
+        while True:
             with self._cond:
+                if busy:
+                    self._busy -= 1
+                    busy = False
+                if run is None and drain and self._ready:
+                    run = self._ready.popleft()
+                if run is None:
+                    if drain:
+                        self._drainers -= 1
+                        self._task_done()
+                    break
+                if drain:
+                    self._busy += 1
+                    busy = True
                 if not self._may_start(run):
                     self._release(run)
-                    break
+                    run = None
+                    continue
+                entry = run.entry
                 started = self._now()
                 run.started = started
                 entry.run_count += 1
@@ -736,9 +814,11 @@ class SchedulerService:
                     self._cond.notify_all()
                 ctx = RunContext(entry.id, entry.name, self._local(entry, run.scheduled),
                                  run.cancel)
-            logger.info("job %r started (scheduled %s)", entry.name, ctx.scheduled_time,
-                        extra=_extra(entry, "run_started", scheduled=run.scheduled))
-            self._emit([self._event(EventKind.RUN_STARTED, entry, run.scheduled)])
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("job %r started (scheduled %s)", entry.name, ctx.scheduled_time,
+                            extra=_extra(entry, "run_started", scheduled=run.scheduled))
+            if self._listeners:
+                self._emit([self._event(EventKind.RUN_STARTED, entry, run.scheduled)])
             exc = call_job(entry.job.func, ctx)
             status, event, run = self._finish(run, exc)
             results.append(self._result(entry, ctx.scheduled_time, status,
@@ -755,7 +835,7 @@ class SchedulerService:
         return run.forced or not entry.paused
 
     def _finish(self, run: _Run, exc: Optional[BaseException]
-                ) -> Tuple[RunStatus, SchedulerEvent, Optional[_Run]]:
+                ) -> Tuple[RunStatus, Optional[SchedulerEvent], Optional[_Run]]:
         """Record a finished run; return its status, its event and the next backlog run."""
         entry = run.entry
         with self._cond:
@@ -790,13 +870,12 @@ class SchedulerService:
                          extra=_extra(entry, "run_failed", scheduled=run.scheduled,
                                       duration_secs=duration.total_seconds(),
                                       error=describe_error(exc)))
-            kind = EventKind.RUN_FAILED
-        else:
+        elif logger.isEnabledFor(logging.INFO):
             logger.info("job %r finished in %s%s", entry.name, duration,
                         " (after its timeout)" if run.timed_out else "",
                         extra=_extra(entry, "run_succeeded", scheduled=run.scheduled,
                                      duration_secs=duration.total_seconds()))
-            kind = EventKind.RUN_SUCCEEDED
+        kind = EventKind.RUN_SUCCEEDED if exc is None else EventKind.RUN_FAILED
         return status, self._event(kind, entry, run.scheduled, exc), next_run
 
     def _running_or_sync(self) -> bool:
@@ -805,11 +884,13 @@ class SchedulerService:
 
     # -- internals: listeners ---------------------------------------------------------
 
-    def _emit(self, events: Sequence[SchedulerEvent]) -> None:
+    def _emit(self, events: Sequence[Optional[SchedulerEvent]]) -> None:
         listeners = self._listeners
         if not listeners:
             return
         for event in events:
+            if event is None:
+                continue
             for callback, kinds in listeners:
                 if kinds is not None and event.kind not in kinds:
                     continue
