@@ -99,7 +99,8 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     if args.write:
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        machine = (f"{platform.machine()}, {os.cpu_count()} cores, "
+                   f"Python {platform.python_version()}")
         command = "python bench/run.py" + (" --quick" if args.quick else "") + \
             (f" --reps {args.reps}" if args.reps else "")
         text = (f"# Benchmark results\n\n{date.today().isoformat()}, {machine}, "

@@ -153,7 +153,8 @@ def _element(text: str, field: _Field, hash_id: str | None) -> range:
 
 
 class _Parsed(NamedTuple):
-    values: frozenset[int]
+    values: tuple[int, ...]  # ascending
+    members: frozenset[int]  # the same values, for membership tests
     restricted: bool  # Vixie: a field is restricted unless it starts with '*'
     last_dom: bool = False
     nth_dow: frozenset[tuple[int, int]] = frozenset()
@@ -191,8 +192,22 @@ def _parse_field(text: str, field: _Field, hash_id: str | None) -> _Parsed:
             raise _FieldError(f"{part!r} is not supported (no '?', 'R' or 'W' in this dialect)")
         rng = _element(part, field, hash_id)
         values.update(v % 7 if field is _DOW else v for v in rng)
-    return _Parsed(frozenset(values), not text.startswith("*"), last_dom, frozenset(nth),
-                   frozenset(last_dow))
+    return _Parsed(tuple(sorted(values)), frozenset(values), not text.startswith("*"),
+                   last_dom, frozenset(nth), frozenset(last_dow))
+
+
+def _parse_field_shared(text: str, field: _Field, hash_id: str | None) -> _Parsed:
+    """Parsed fields are immutable: "*" and friends are parsed once per process."""
+    if "h" in text:  # hashed: depends on the name
+        return _parse_field(text, field, hash_id)
+    key = (text, field.name)
+    parsed = _FIELDS_CACHE.get(key)
+    if parsed is None:
+        parsed = _parse_field(text, field, hash_id)
+        if len(_FIELDS_CACHE) >= _CACHE_MAX:
+            _FIELDS_CACHE.clear()
+        _FIELDS_CACHE[key] = parsed
+    return parsed
 
 
 class _Spec:
@@ -204,10 +219,10 @@ class _Spec:
 
     def __init__(self, fields: list[_Parsed], fixed_time: bool) -> None:
         sec, minute, hour, dom, month, dow = fields
-        self.seconds = sorted(sec.values)
-        self.minutes = sorted(minute.values)
-        self.hours = sorted(hour.values)
-        self.months = sorted(month.values)
+        self.seconds = sec.values
+        self.minutes = minute.values
+        self.hours = hour.values
+        self.months = month.values
         self._dom = dom
         self._dow = dow
         # Vixie cron: both day fields restricted -> either may match; else both must.
@@ -226,9 +241,9 @@ class _Spec:
         found = []
         for day in range(1, ndays + 1):
             weekday = (first_weekday + day) % 7  # Sunday = 0 (monthrange: Monday = 0)
-            dom_ok = day in dom.values or (dom.last_dom and day == ndays)
+            dom_ok = day in dom.members or (dom.last_dom and day == ndays)
             dow_ok = (
-                weekday in dow.values
+                weekday in dow.members
                 or (weekday, (day - 1) // 7 + 1) in dow.nth_dow
                 or (weekday in dow.last_dow and day + 7 > ndays)
             )
@@ -337,7 +352,7 @@ def _parse_uncached(expression: str, hash_id: str | None) -> _Spec:
     parsed = []
     for part, field in zip(parts, _FIELDS):
         try:
-            parsed.append(_parse_field(part, field, hash_id))
+            parsed.append(_parse_field_shared(part, field, hash_id))
         except _FieldError as exc:
             raise fail(f"{field.name} field {part!r}: {exc}") from None
     fixed = not parts[1].startswith("*") and not parts[2].startswith("*")
@@ -523,6 +538,7 @@ def _transition(zone: tzinfo, before: datetime, after: datetime) -> datetime:
 # between two threads only builds an equal object twice.
 _SHARED: dict[tuple[str, object, str | None], CronSchedule] = {}
 _SPECS: dict[tuple[str, str | None], _Spec] = {}
+_FIELDS_CACHE: dict[tuple[str, str], _Parsed] = {}
 _CACHE_MAX = 4096
 _USES_HASH = re.compile(r"(?:^|[\s,])[hH](?:$|[\s,(/])")
 
