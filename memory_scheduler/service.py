@@ -191,10 +191,11 @@ class SchedulerService:
                 target=self._dispatch_loop, args=(self._token,),
                 name=f"{prefix}-dispatcher", daemon=True,
             )
-            # Occurrences missed while stopped are not caught up: start from now.
+            # Occurrences missed while stopped are not caught up: start from now. Only
+            # overdue entries are recomputed, so a big registry starts in milliseconds.
             now = self._observe_now()
             for entry in self._registry:
-                if not entry.paused:
+                if entry.next_run is not None and entry.next_run <= now:
                     self._reschedule(entry, now)
             dispatcher = self._dispatcher
         dispatcher.start()
@@ -553,11 +554,15 @@ class SchedulerService:
         missed = earliest > first
         candidate = first if earliest == first else self._first_at_or_after(entry, earliest)
         limit = 1 if job.coalesce else MAX_CATCHUP_RUNS
-        while candidate <= now and len(due) < limit:
+        while candidate <= now:
             due.append(candidate)
+            if len(due) == limit:
+                # With coalesce=False, more than the catch-up bound is one missed batch.
+                missed = missed or (
+                    not job.coalesce
+                    and entry.schedule.next_after(candidate).astimezone(_UTC) <= now)
+                break
             candidate = entry.schedule.next_after(candidate).astimezone(_UTC)
-        if not job.coalesce and candidate <= now:
-            missed = True  # more than the catch-up bound: the rest is one missed batch
         entry.last_fired = due[-1] if due else first
         self._reschedule(entry, now)
         if missed or not due:
@@ -925,14 +930,12 @@ def ts_plus(when: datetime, seconds: float) -> float:
 
 def _make_job(name: str, expression: str, func: Callable[[], object],
               timezone: Any, options: Dict[str, Any]) -> Job:
-    try:
-        return Job(name, expression, func, timezone, **options)
-    except TypeError as exc:
-        known = ", ".join(f for f in Job.__dataclass_fields__ if f not in
-                          ("name", "expression", "func", "timezone"))
-        unknown = [k for k in options if k not in Job.__dataclass_fields__]
-        if unknown:
+    positional = ("name", "expression", "func", "timezone")
+    known = [f for f in Job.__dataclass_fields__ if f not in positional]
+    for key in options:
+        if key not in known:
             raise InvalidValue(
-                f"unknown job option {unknown[0]!r}; known options: {known}, replace_existing"
-            ) from exc
-        raise
+                f"unknown job option {key!r}; known options: "
+                f"{', '.join(known)}, replace_existing"
+            )
+    return Job(name, expression, func, timezone, **options)

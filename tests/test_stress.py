@@ -1,0 +1,234 @@
+"""Concurrency stress and fault injection: the service keeps its promises while
+threads hammer it and jobs misbehave."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from datetime import datetime, timezone
+from typing import Callable
+
+import pytest
+from freezegun import freeze_time
+from helpers import library_threads, wait_until
+
+from memory_scheduler import (
+    EventKind,
+    JobNotFound,
+    RunStatus,
+    SchedulerEvent,
+    SchedulerService,
+    current_run,
+)
+
+UTC = timezone.utc
+Factory = Callable[..., SchedulerService]
+
+
+def test_stress_add_remove_pause_resume_query_while_jobs_fire(
+        make_service: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
+    svc = make_service(max_workers=8, max_sleep_secs=0.05)
+    lock = threading.Lock()  # guards the bookkeeping dicts below
+    # name -> list of (state, since) intervals set *after* the call returned
+    removed_at: dict[str, datetime] = {}
+    paused_at: dict[str, datetime] = {}
+    violations: list[str] = []
+    errors: list[BaseException] = []
+
+    def make_job(name: str) -> Callable[[], None]:
+        def job() -> None:
+            scheduled = current_run().scheduled_time
+            with lock:
+                # An occurrence scheduled after remove/pause returned must never run.
+                if name in removed_at and scheduled > removed_at[name]:
+                    violations.append(f"{name} ran {scheduled} after removal")
+                if name in paused_at and scheduled > paused_at[name]:
+                    violations.append(f"{name} ran {scheduled} while paused")
+        return job
+
+    svc.start()
+    for i in range(20):
+        svc.add_cron_job(f"base{i}", "* * * * * *", make_job(f"base{i}"))
+
+    def hammer(seed: int) -> None:
+        rng = random.Random(seed)
+        mine: list[str] = []
+        try:
+            for step in range(150):
+                op = rng.random()
+                if op < 0.4 or not mine:
+                    name = f"t{seed}-{step}"
+                    svc.add_cron_job(name, rng.choice(["* * * * * *", "*/2 * * * * *",
+                                                       "0 * * * *"]), make_job(name))
+                    mine.append(name)
+                elif op < 0.55:
+                    name = mine.pop(rng.randrange(len(mine)))
+                    svc.remove_job(name)
+                    with lock:
+                        removed_at[name] = datetime.now(UTC)
+                elif op < 0.7:
+                    name = rng.choice(mine)
+                    svc.pause_job(name)
+                    with lock:
+                        paused_at.setdefault(name, datetime.now(UTC))
+                elif op < 0.8:
+                    name = rng.choice(mine)
+                    with lock:
+                        paused_at.pop(name, None)
+                    svc.resume_job(name)
+                elif op < 0.9:
+                    svc.jobs()
+                else:
+                    svc.get_job(rng.choice(mine))
+                if step % 30 == 0:
+                    threading.Event().wait(0.01)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    # Let a second or so of every-second runs happen around the churn.
+    assert wait_until(lambda: sum(j.run_count for j in svc.jobs()) > 20, timeout=3)
+    svc.shutdown(timeout=2)
+    assert errors == []
+    assert violations == []
+    with svc._cond:
+        entries = list(svc._registry)
+        live = svc._registry.live_ticks()
+        assert live == sum(1 for e in entries if not e.paused)
+        for entry in entries:
+            assert (entry.next_run is None) == entry.paused
+            assert entry.running == 0
+        for name in removed_at:
+            assert svc._registry.by_name(name) is None
+    assert not [r for r in caplog_info.records
+                if r.levelno >= logging.ERROR and "memory_scheduler" in r.name]
+
+
+@pytest.mark.parametrize("raised", [ValueError("boom"), SystemExit(3), KeyboardInterrupt(),
+                                    GeneratorExit()])
+def test_jobs_raising_anything_never_kill_a_worker(make_service: Factory,
+                                                    raised: BaseException) -> None:
+    ran = threading.Event()
+
+    def bad() -> None:
+        raise raised
+
+    with freeze_time("2026-03-01") as frozen:
+        svc = make_service(max_workers=1)
+        svc.add_cron_job("bad", "* * * * *", bad)
+        svc.add_cron_job("good", "* * * * *", ran.set)
+        svc.start()
+        for _ in range(2):
+            ran.clear()
+            frozen.tick(60)
+            svc.wakeup()
+            assert ran.wait(2)  # the single worker survived the bad job
+        assert wait_until(lambda: svc.get_job("bad").failure_count == 2)
+        info = svc.get_job("bad")
+        assert info.last_status is RunStatus.FAILED
+        assert info.last_error is not None
+        assert info.last_error.startswith(type(raised).__name__)
+        svc.shutdown(timeout=1)
+    assert library_threads() == []
+
+
+def test_hanging_jobs_do_not_hold_shutdown_beyond_its_timeout(make_service: Factory) -> None:
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def hang() -> None:
+        started.release()
+        release.wait(10)
+
+    with freeze_time("2026-03-01") as frozen:
+        svc = make_service(max_workers=4)
+        for i in range(3):
+            svc.add_cron_job(f"hang{i}", "* * * * *", hang)
+        svc.start()
+        frozen.tick(60)
+        svc.wakeup()
+        for _ in range(3):
+            assert started.acquire(timeout=2)
+        svc.shutdown(timeout=0.1)
+        assert not svc.is_running()
+        release.set()
+    for t in library_threads():
+        t.join(2)
+    assert library_threads() == []
+
+
+def test_listeners_raising_base_exceptions_in_workers(make_service: Factory,
+                                                      caplog_info: pytest.LogCaptureFixture
+                                                      ) -> None:
+    seen: list[EventKind] = []
+
+    def exits(event: SchedulerEvent) -> None:
+        if event.kind is EventKind.RUN_STARTED:
+            raise SystemExit(1)
+
+    with freeze_time("2026-03-01") as frozen:
+        svc = make_service()
+        svc.add_listener(exits)
+        svc.add_listener(lambda e: seen.append(e.kind))
+        svc.add_cron_job("j", "* * * * *", lambda: None)
+        svc.start()
+        frozen.tick(60)
+        svc.wakeup()
+        assert wait_until(lambda: EventKind.RUN_SUCCEEDED in seen)
+        svc.shutdown(timeout=1)
+    assert svc.get_job("j").last_status is RunStatus.SUCCESS
+
+
+def test_executor_refusing_work_after_shutdown_won_the_race(make_service: Factory) -> None:
+    ran = threading.Event()
+    with freeze_time("2026-03-01") as frozen:
+        svc = make_service()
+        svc.add_cron_job("j", "* * * * *", ran.set)
+        svc.start()
+        assert svc._executor is not None
+        svc._executor.shutdown(wait=True)  # the pool now refuses every submit
+        frozen.tick(60)
+        svc.wakeup()
+        assert wait_until(lambda: svc.get_job("j").next_run_time
+                          == datetime(2026, 3, 1, 0, 2, tzinfo=UTC))
+        assert not ran.is_set()
+        assert svc.get_job("j").running == 0  # the refused run released its slot
+        svc.shutdown(timeout=1)  # and shutdown still completes
+
+
+def test_remove_job_of_a_removed_job_from_two_threads(make_service: Factory) -> None:
+    svc = make_service()
+    outcomes: list[str] = []
+    for round_ in range(50):
+        svc.add_cron_job("x", "* * * * *", lambda: None)
+        barrier = threading.Barrier(2)
+
+        def remover(barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                svc.remove_job("x")
+                outcomes.append("removed")
+            except JobNotFound:
+                outcomes.append("missing")
+
+        threads = [threading.Thread(target=remover) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes[-2:]) == ["missing", "removed"], round_
+
+
+def test_no_thread_leak_across_start_stop_cycles(make_service: Factory) -> None:
+    svc = make_service(max_workers=2)
+    svc.add_cron_job("j", "* * * * * *", lambda: None)
+    for _ in range(100):
+        svc.start()
+        svc.shutdown(timeout=1)
+        assert library_threads() == []
+    assert not svc.is_running()
