@@ -432,14 +432,19 @@ class CronSchedule:
         Raises:
             InvalidValue: ``dt`` is naive, or the schedule has no run before year 9999.
         """
+        return self.next_utc(dt).astimezone(self.timezone)
+
+    def next_utc(self, dt: datetime) -> datetime:
+        """``next_after`` in UTC: what the scheduler's heap keeps, without the round
+        trip through the schedule's zone."""
         if not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
             raise InvalidValue(f"next_after needs an aware datetime, got {dt!r}")
         try:
             # Runs fall on whole seconds, so the answer for dt is the answer for dt
-            # truncated to the second; truncating lets jobs share the memo.
+            # truncated to the second; truncating lets jobs share the memo. In UTC,
+            # because aware datetimes sharing a tzinfo compare by wall time and ignore
+            # fold (01:30 EDT would equal 01:30 EST).
             u = dt.astimezone(_UTC).replace(microsecond=0)
-            # Compare in UTC: aware datetimes sharing a tzinfo compare by wall time and
-            # ignore fold, so 01:30 EDT would equal 01:30 EST.
             memo = self._memo
             if memo is not None and memo[0] == u:
                 return memo[1]
@@ -448,9 +453,8 @@ class CronSchedule:
             instant = None
         if instant is None:
             raise InvalidValue(f"{self!r} has no run after {dt.isoformat()}")
-        result = instant.astimezone(self.timezone)
-        self._memo = (u, result)
-        return result
+        self._memo = (u, instant)
+        return instant
 
     def iter_after(self, dt: datetime) -> Iterator[datetime]:
         """Successive runs after ``dt`` (endless)."""

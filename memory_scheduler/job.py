@@ -50,14 +50,11 @@ class RunStatus(str, enum.Enum):
 
 
 def _positive(name: str, value: object, *, allow_zero: bool = False,
-              optional: bool = False, integer: bool = False) -> None:
-    if value is None and optional:
-        return
+              integer: bool = False) -> None:
     kind = "an int" if integer else "a number"
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok:
-        raise InvalidValue(f"job option {name}={value!r}: expected {kind}"
-                           f"{' or None' if optional else ''}")
+        raise InvalidValue(f"job option {name}={value!r}: expected {kind}")
     assert isinstance(value, (int, float))
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise InvalidValue(f"job option {name}={value!r}: must be "
@@ -115,17 +112,21 @@ class Job:
         if self.overlap not in OVERLAP_POLICIES:
             raise InvalidValue(f"job option overlap={self.overlap!r}: expected one of "
                                f"{', '.join(map(repr, OVERLAP_POLICIES))}")
-        _positive("max_instances", self.max_instances, optional=True, integer=True)
-        if self.max_instances is not None and self.overlap == "skip" and self.max_instances != 1:
-            raise InvalidValue(
-                f"job option max_instances={self.max_instances!r}: applies to "
-                "overlap='concurrent'; overlap='skip' always allows one run at a time"
-            )
-        _positive("misfire_grace_secs", self.misfire_grace_secs, allow_zero=True, optional=True)
-        if not isinstance(self.coalesce, bool):
+        if self.max_instances is not None:
+            _positive("max_instances", self.max_instances, integer=True)
+            if self.overlap == "skip" and self.max_instances != 1:
+                raise InvalidValue(
+                    f"job option max_instances={self.max_instances!r}: applies to "
+                    "overlap='concurrent'; overlap='skip' always allows one run at a time"
+                )
+        if self.misfire_grace_secs is not None:
+            _positive("misfire_grace_secs", self.misfire_grace_secs, allow_zero=True)
+        if self.coalesce is not True and self.coalesce is not False:
             raise InvalidValue(f"job option coalesce={self.coalesce!r}: expected a bool")
-        _positive("jitter_secs", self.jitter_secs, allow_zero=True)
-        _positive("timeout_secs", self.timeout_secs, optional=True)
+        if self.jitter_secs != 0 or type(self.jitter_secs) not in (int, float):
+            _positive("jitter_secs", self.jitter_secs, allow_zero=True)
+        if self.timeout_secs is not None:
+            _positive("timeout_secs", self.timeout_secs)
 
     @property
     def instance_limit(self) -> float:

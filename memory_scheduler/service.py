@@ -80,7 +80,10 @@ class _Run:
     entry: Entry
     scheduled: datetime  # UTC
     forced: bool = False  # run_job_now: runs even while the job is paused
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False  # shutdown or timeout asked this run to stop
+    # The job's cancel token, made when the run starts (in the worker, not on the
+    # dispatcher's path); set whenever ``cancelled`` is.
+    cancel: Optional[threading.Event] = None
     started: Optional[datetime] = None
     timed_out: bool = False
     done: bool = False
@@ -226,7 +229,9 @@ class SchedulerService:
             self._running = False
             self._token.set()
             for run in self._active:
-                run.cancel.set()
+                run.cancelled = True
+                if run.cancel is not None:
+                    run.cancel.set()
             # Runs waiting for a worker, or for their jitter delay, are not started.
             for run in self._ready:
                 self._release(run)
@@ -523,7 +528,7 @@ class SchedulerService:
         if entry.schedule.fixed_time and entry.last_fired is not None:
             # A fixed-time job never reruns an occurrence, even if the clock went back.
             base = max(now, entry.last_fired)
-        self._registry.schedule(entry, entry.schedule.next_after(base).astimezone(_UTC))
+        self._registry.schedule(entry, entry.schedule.next_utc(base))
 
     def _collect_due(self, now: datetime, sync: bool) -> _Work:
         work = _Work()
@@ -560,9 +565,9 @@ class SchedulerService:
                 # With coalesce=False, more than the catch-up bound is one missed batch.
                 missed = missed or (
                     not job.coalesce
-                    and entry.schedule.next_after(candidate).astimezone(_UTC) <= now)
+                    and entry.schedule.next_utc(candidate) <= now)
                 break
-            candidate = entry.schedule.next_after(candidate).astimezone(_UTC)
+            candidate = entry.schedule.next_utc(candidate)
         entry.last_fired = due[-1] if due else first
         self._reschedule(entry, now)
         if missed or not due:
@@ -582,7 +587,7 @@ class SchedulerService:
             work.runs.append(run)
 
     def _first_at_or_after(self, entry: Entry, when: datetime) -> datetime:
-        return entry.schedule.next_after(when - timedelta(microseconds=1)).astimezone(_UTC)
+        return entry.schedule.next_utc(when - timedelta(microseconds=1))
 
     def _reserve(self, entry: Entry, scheduled: datetime) -> _Run:
         run = _Run(entry=entry, scheduled=scheduled)
@@ -628,7 +633,9 @@ class SchedulerService:
             return
         entry = run.entry
         run.timed_out = True
-        run.cancel.set()
+        run.cancelled = True
+        if run.cancel is not None:
+            run.cancel.set()
         entry.timeout_count += 1
         entry.last_status = RunStatus.TIMED_OUT
         logger.warning("job %r (run scheduled %s) timed out after %ss; its token is set, "
@@ -782,93 +789,110 @@ class SchedulerService:
         """Run ``first``, then the job's catch-up backlog, in this thread; with
         ``drain``, then take further runs from ``_ready`` until it is empty.
 
-        Taking the next run shares its lock round with the run's start bookkeeping.
+        One lock round per run: recording a finished run and starting the next one
+        share it (ten workers in a burst otherwise queue on the lock twice a run).
         """
         results: List[RunResult] = []
-        run = first
-        busy = False  # this drainer is counted in _busy
-        while True:
-            with self._cond:
-                if busy:
-                    self._busy -= 1
-                    busy = False
-                if run is None and drain and self._ready:
-                    run = self._ready.popleft()
-                if run is None:
-                    if drain:
-                        self._drainers -= 1
-                        self._task_done()
-                    break
-                if drain:
-                    self._busy += 1
-                    busy = True
-                if not self._may_start(run):
-                    self._release(run)
-                    run = None
-                    continue
-                entry = run.entry
-                started = self._now()
-                run.started = started
-                entry.run_count += 1
-                entry.skip_warned = entry.missed_warned = False
-                entry.last_started = started
-                entry.last_scheduled_time = run.scheduled
-                if entry.job.timeout_secs is not None:
-                    self._registry.push(ts_plus(started, entry.job.timeout_secs),
-                                        TIMEOUT, entry, run)
-                    self._cond.notify_all()
-                ctx = RunContext(entry.id, entry.name, self._local(entry, run.scheduled),
-                                 run.cancel)
+        with self._cond:
+            run, ctx = self._next_run(first, drain, was_busy=False)
+        while run is not None and ctx is not None:
+            entry = run.entry
             if logger.isEnabledFor(logging.INFO):
                 logger.info("job %r started (scheduled %s)", entry.name, ctx.scheduled_time,
                             extra=_extra(entry, "run_started", scheduled=run.scheduled))
             if self._listeners:
                 self._emit([self._event(EventKind.RUN_STARTED, entry, run.scheduled)])
             exc = call_job(entry.job.func, ctx)
-            status, event, run = self._finish(run, exc)
+            with self._cond:
+                status, duration, backlog_run = self._record_finish(run, exc)
+                following, following_ctx = self._next_run(backlog_run, drain, was_busy=True)
+            self._log_finish(run, exc, duration)
             results.append(self._result(entry, ctx.scheduled_time, status,
                                         describe_error(exc) if exc else None))
-            self._emit([event])
+            if self._listeners:
+                kind = EventKind.RUN_SUCCEEDED if exc is None else EventKind.RUN_FAILED
+                self._emit([self._event(kind, entry, run.scheduled, exc)])
             if exc is not None and reraise and not isinstance(exc, Exception):
                 raise exc  # KeyboardInterrupt / SystemExit in the caller's own thread
+            run, ctx = following, following_ctx
         return results
+
+    def _next_run(self, run: Optional[_Run], drain: bool, was_busy: bool
+                  ) -> Tuple[Optional[_Run], Optional[RunContext]]:
+        """Under the lock: start ``run`` or, when draining, the next ready run that may
+        start. A drainer counts in ``_busy`` while it holds a run; one that finds
+        nothing left ends its pool task here."""
+        if drain and was_busy:
+            self._busy -= 1
+        while True:
+            if run is None and drain and self._ready:
+                run = self._ready.popleft()
+            if run is None:
+                if drain:
+                    self._drainers -= 1
+                    self._task_done()
+                return None, None
+            if self._may_start(run):
+                if drain:
+                    self._busy += 1
+                return run, self._start(run)
+            self._release(run)
+            run = None
+
+    def _start(self, run: _Run) -> RunContext:
+        """Under the lock: the bookkeeping of a run about to call its job."""
+        entry = run.entry
+        started = self._now()
+        run.started = started
+        entry.run_count += 1
+        entry.skip_warned = entry.missed_warned = False
+        entry.last_started = started
+        entry.last_scheduled_time = run.scheduled
+        if entry.job.timeout_secs is not None:
+            self._registry.push(ts_plus(started, entry.job.timeout_secs), TIMEOUT, entry, run)
+            self._cond.notify_all()
+        run.cancel = threading.Event()
+        return RunContext(entry.id, entry.name, self._local(entry, run.scheduled), run.cancel)
 
     def _may_start(self, run: _Run) -> bool:
         entry = run.entry
-        if run.cancel.is_set() or not self._registry.is_live(entry):
+        if run.cancelled or not self._registry.is_live(entry):
             return False
         return run.forced or not entry.paused
 
-    def _finish(self, run: _Run, exc: Optional[BaseException]
-                ) -> Tuple[RunStatus, Optional[SchedulerEvent], Optional[_Run]]:
-        """Record a finished run; return its status, its event and the next backlog run."""
+    def _record_finish(self, run: _Run, exc: Optional[BaseException]
+                       ) -> Tuple[RunStatus, timedelta, Optional[_Run]]:
+        """Under the lock: record a finished run; return its status, its duration and
+        the job's next catch-up run, which keeps this run's overlap slot."""
         entry = run.entry
-        with self._cond:
-            finished = self._now()
-            assert run.started is not None
-            duration = finished - run.started
-            entry.last_finished = finished
-            entry.last_duration = duration
-            if exc is not None:
-                entry.failure_count += 1
-                entry.last_error = describe_error(exc)
-            if run.timed_out:
-                status = RunStatus.TIMED_OUT
-            elif exc is not None:
-                status = RunStatus.FAILED
-                entry.last_status = status
-            else:
-                status = RunStatus.SUCCESS
-                entry.last_status = status
-            next_run: Optional[_Run] = None
-            if entry.backlog and self._running_or_sync() and self._registry.is_live(entry):
-                # Keep this instance's slot for the next catch-up occurrence.
-                self._active.pop(run, None)
-                run.done = True
-                next_run = _Run(entry=entry, scheduled=entry.backlog.popleft())
-                self._active[next_run] = None
-            else:
-                self._release(run)
+        finished = self._now()
+        assert run.started is not None
+        duration = finished - run.started
+        entry.last_finished = finished
+        entry.last_duration = duration
+        if exc is not None:
+            entry.failure_count += 1
+            entry.last_error = describe_error(exc)
+        if run.timed_out:
+            status = RunStatus.TIMED_OUT
+        elif exc is not None:
+            status = RunStatus.FAILED
+            entry.last_status = status
+        else:
+            status = RunStatus.SUCCESS
+            entry.last_status = status
+        if entry.backlog and self._running_or_sync() and self._registry.is_live(entry):
+            self._active.pop(run, None)
+            run.done = True
+            next_run = _Run(entry=entry, scheduled=entry.backlog.popleft())
+            self._active[next_run] = None
+            return status, duration, next_run
+        self._release(run)
+        return status, duration, None
+
+    def _log_finish(self, run: _Run, exc: Optional[BaseException],
+                    duration: timedelta) -> None:
+        entry = run.entry
         if exc is not None:
             logger.error("job %r failed after %s", entry.name, duration,
                          exc_info=(type(exc), exc, exc.__traceback__),
@@ -880,8 +904,6 @@ class SchedulerService:
                         " (after its timeout)" if run.timed_out else "",
                         extra=_extra(entry, "run_succeeded", scheduled=run.scheduled,
                                      duration_secs=duration.total_seconds()))
-        kind = EventKind.RUN_SUCCEEDED if exc is None else EventKind.RUN_FAILED
-        return status, self._event(kind, entry, run.scheduled, exc), next_run
 
     def _running_or_sync(self) -> bool:
         # A stopped service still works through a backlog started by run_pending().
@@ -928,14 +950,16 @@ def ts_plus(when: datetime, seconds: float) -> float:
     return when.timestamp() + seconds
 
 
+_POSITIONAL = ("name", "expression", "func", "timezone")
+_OPTIONS = tuple(f for f in Job.__dataclass_fields__ if f not in _POSITIONAL)
+
+
 def _make_job(name: str, expression: str, func: Callable[[], object],
               timezone: Any, options: Dict[str, Any]) -> Job:
-    positional = ("name", "expression", "func", "timezone")
-    known = [f for f in Job.__dataclass_fields__ if f not in positional]
     for key in options:
-        if key not in known:
+        if key not in _OPTIONS:
             raise InvalidValue(
                 f"unknown job option {key!r}; known options: "
-                f"{', '.join(known)}, replace_existing"
+                f"{', '.join(_OPTIONS)}, replace_existing"
             )
     return Job(name, expression, func, timezone, **options)

@@ -39,6 +39,10 @@ class Cli:
             q.put(line.rstrip("\n"))
 
     def expect(self, stream: str, pattern: str, timeout: float = 5.0) -> str:
+        """The first line of ``stream`` matching ``pattern``, seen already or to come."""
+        for line in self.seen[stream]:
+            if re.search(pattern, line):
+                return line
         q = self.stdout if stream == "stdout" else self.stderr
         while True:
             try:
