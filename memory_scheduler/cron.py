@@ -214,7 +214,7 @@ class _Spec:
     """Parsed fields; finds the next matching wall-clock time. Immutable once built
     apart from its per-month day cache, which only ever memoises a pure function."""
 
-    __slots__ = ("seconds", "minutes", "hours", "months", "_dom", "_dow", "_day_or",
+    __slots__ = ("seconds", "minutes", "hours", "months", "_dom", "_dow", "day_or",
                  "_days_cache", "fixed_time")
 
     def __init__(self, fields: list[_Parsed], fixed_time: bool) -> None:
@@ -226,7 +226,7 @@ class _Spec:
         self._dom = dom
         self._dow = dow
         # Vixie cron: both day fields restricted -> either may match; else both must.
-        self._day_or = dom.restricted and dow.restricted
+        self.day_or = dom.restricted and dow.restricted
         self._days_cache: dict[int, tuple[int, ...]] = {}
         self.fixed_time = fixed_time
 
@@ -238,6 +238,23 @@ class _Spec:
             return cached
         first_weekday, ndays = calendar.monthrange(year, month)
         dom, dow = self._dom, self._dow
+        dom_all = len(dom.members) == 31
+        dow_all = len(dow.members) == 7
+        if (dom_all or dow_all) if self.day_or else (dom_all and dow_all):
+            result = _ALL_DAYS[ndays]  # the common "*" case, without a loop
+        elif dow_all and not self.day_or:
+            result = tuple(d for d in dom.values if d <= ndays)  # day-of-month decides
+            if dom.last_dom and (not result or result[-1] != ndays):
+                result = (*result, ndays)
+        else:
+            result = self._days_by_walk(first_weekday, ndays)
+        if len(self._days_cache) >= 512:
+            self._days_cache.clear()
+        self._days_cache[key] = result
+        return result
+
+    def _days_by_walk(self, first_weekday: int, ndays: int) -> tuple[int, ...]:
+        dom, dow = self._dom, self._dow
         found = []
         for day in range(1, ndays + 1):
             weekday = (first_weekday + day) % 7  # Sunday = 0 (monthrange: Monday = 0)
@@ -247,13 +264,9 @@ class _Spec:
                 or (weekday, (day - 1) // 7 + 1) in dow.nth_dow
                 or (weekday in dow.last_dow and day + 7 > ndays)
             )
-            if (dom_ok or dow_ok) if self._day_or else (dom_ok and dow_ok):
+            if (dom_ok or dow_ok) if self.day_or else (dom_ok and dow_ok):
                 found.append(day)
-        result = tuple(found)
-        if len(self._days_cache) >= 512:
-            self._days_cache.clear()
-        self._days_cache[key] = result
-        return result
+        return tuple(found)
 
     def _time_in_day(self, h: int, m: int, s: int) -> tuple[int, int, int] | None:
         hours, minutes, seconds = self.hours, self.minutes, self.seconds
@@ -357,8 +370,17 @@ def _parse_uncached(expression: str, hash_id: str | None) -> _Spec:
             raise fail(f"{field.name} field {part!r}: {exc}") from None
     fixed = not parts[1].startswith("*") and not parts[2].startswith("*")
     spec = _Spec(parsed, fixed)
-    # A full Gregorian cycle is 400 years: no match in one means no match ever.
-    if spec.next_wall(datetime(2000, 1, 1) - _ONE_SECOND, max_years=399) is None:
+    # A full Gregorian cycle is 400 years: no match in one means no match ever. The
+    # search is skipped where a match plainly exists: some day 1-28 (or L) in every
+    # month, either alone or with weekdays that recur every week.
+    dom, dow = parsed[3], parsed[5]
+    some_day = dom.last_dom or (bool(dom.values) and dom.values[0] <= 28)
+    every_weekday = len(dow.members) == 7
+    every_day = len(dom.members) == 31
+    plainly_fires = (some_day or bool(dow.members)) if spec.day_or else (
+        (some_day and every_weekday) or (every_day and bool(dow.members)))
+    if not plainly_fires and spec.next_wall(datetime(2000, 1, 1) - _ONE_SECOND,
+                                            max_years=399) is None:
         raise fail("it can never fire (no day matches its day and month fields)")
     return spec
 
@@ -543,6 +565,7 @@ def _transition(zone: tzinfo, before: datetime, after: datetime) -> datetime:
 _SHARED: dict[tuple[str, object, str | None], CronSchedule] = {}
 _SPECS: dict[tuple[str, str | None], _Spec] = {}
 _FIELDS_CACHE: dict[tuple[str, str], _Parsed] = {}
+_ALL_DAYS = {n: tuple(range(1, n + 1)) for n in (28, 29, 30, 31)}
 _CACHE_MAX = 4096
 _USES_HASH = re.compile(r"(?:^|[\s,])[hH](?:$|[\s,(/])")
 
