@@ -94,8 +94,9 @@ def main() -> None:
             ratio = (ours / theirs if metric == "firings_per_s" else theirs / ours) \
                 if ours and theirs else float("nan")
             name = "APScheduler" if libs[1] == THEIRS else libs[1]
+            shown = f"{ratio:,.2f}" if ratio < 1 else f"{ratio:,.1f}"
             row = (f"| {label} | {metric} | {ours:,.2f} | {theirs:,.2f} ({name}) | "
-                   f"{ratio:,.1f}x |")
+                   f"{shown}x |")
             rows.append(row)
             print(row, flush=True)
     if args.write:
