@@ -105,7 +105,9 @@ def main() -> None:
         command = "python bench/run.py" + (" --quick" if args.quick else "") + \
             (f" --reps {args.reps}" if args.reps else "")
         text = (f"# Benchmark results\n\n{date.today().isoformat()}, {machine}, "
-                f"`{command}`, medians of {reps} run(s).\n\n" + header + "\n"
+                f"`{command}`, medians of {reps} run(s). The last column is other / ours, so "
+                "above 1 means memory_scheduler is faster or smaller (for firings/s, "
+                "ours / other).\n\n" + header + "\n"
                 + "\n".join(rows) + "\n")
         results = HERE / "RESULTS.md"
         old = results.read_text() if results.exists() else ""
