@@ -93,6 +93,7 @@ class _Run:
 class _Work:
     """What one pass over the heap decided; carried out after the lock is released."""
 
+    sync: bool = False  # run_pending(): report skipped and missed occurrences too
     runs: List[_Run] = field(default_factory=list)
     events: List[Optional[SchedulerEvent]] = field(default_factory=list)
     results: List[RunResult] = field(default_factory=list)
@@ -531,7 +532,7 @@ class SchedulerService:
         self._registry.schedule(entry, entry.schedule.next_utc(base))
 
     def _collect_due(self, now: datetime, sync: bool) -> _Work:
-        work = _Work()
+        work = _Work(sync=sync)
         ts = now.timestamp()
         while True:
             item = self._registry.pop_due(ts)
@@ -608,11 +609,13 @@ class SchedulerService:
         entry.last_scheduled_time = scheduled
         level = logging.DEBUG if entry.skip_warned else logging.WARNING
         entry.skip_warned = True
-        logger.log(level, "job %r skipped: its previous run is still going "
-                   "(further skips in a row are logged at DEBUG)", entry.name,
-                   extra=_extra(entry, "run_skipped", scheduled=scheduled))
+        if logger.isEnabledFor(level):
+            logger.log(level, "job %r skipped: its previous run is still going "
+                       "(further skips in a row are logged at DEBUG)", entry.name,
+                       extra=_extra(entry, "run_skipped", scheduled=scheduled))
         work.events.append(self._event(EventKind.RUN_SKIPPED, entry, scheduled))
-        work.results.append(self._result(entry, scheduled, RunStatus.SKIPPED))
+        if work.sync:
+            work.results.append(self._result(entry, scheduled, RunStatus.SKIPPED))
 
     def _miss(self, entry: Entry, scheduled: datetime, now: datetime, work: _Work) -> None:
         entry.missed_count += 1
@@ -620,13 +623,15 @@ class SchedulerService:
         entry.last_scheduled_time = scheduled
         level = logging.DEBUG if entry.missed_warned else logging.WARNING
         entry.missed_warned = True
-        logger.log(level, "job %r missed its run at %s: %s late, more than its "
-                   "misfire grace of %ss", entry.name, self._local(entry, scheduled),
-                   now - scheduled, entry.job.misfire_grace_secs,
-                   extra=_extra(entry, "run_missed", scheduled=scheduled,
-                                late_secs=(now - scheduled).total_seconds()))
+        if logger.isEnabledFor(level):
+            logger.log(level, "job %r missed its run at %s: %s late, more than its "
+                       "misfire grace of %ss", entry.name, self._local(entry, scheduled),
+                       now - scheduled, entry.job.misfire_grace_secs,
+                       extra=_extra(entry, "run_missed", scheduled=scheduled,
+                                    late_secs=(now - scheduled).total_seconds()))
         work.events.append(self._event(EventKind.RUN_MISSED, entry, scheduled))
-        work.results.append(self._result(entry, scheduled, RunStatus.MISSED))
+        if work.sync:
+            work.results.append(self._result(entry, scheduled, RunStatus.MISSED))
 
     def _time_out(self, run: _Run, now: datetime, work: _Work) -> None:
         if run.done or run.timed_out:

@@ -8,7 +8,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -29,29 +29,16 @@ NY = ZoneInfo("America/New_York")
 Factory = Callable[..., SchedulerService]
 
 
-class Driver(Protocol):
-    def shift(self, seconds: float) -> None: ...
-    def move_to(self, when: datetime) -> None: ...
-    handle: Any
+class Driver:
+    """One interface over freezegun's factory (``tick``) and time-machine's traveller
+    (``shift``); both have ``move_to``."""
 
-
-class FreezegunDriver:
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, shift_method: str) -> None:
         self.handle = handle
+        self._shift = getattr(handle, shift_method)
 
     def shift(self, seconds: float) -> None:
-        self.handle.tick(timedelta(seconds=seconds))
-
-    def move_to(self, when: datetime) -> None:
-        self.handle.move_to(when)
-
-
-class TimeMachineDriver:
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
-
-    def shift(self, seconds: float) -> None:
-        self.handle.shift(timedelta(seconds=seconds))
+        self._shift(timedelta(seconds=seconds))
 
     def move_to(self, when: datetime) -> None:
         self.handle.move_to(when)
@@ -61,11 +48,11 @@ class TimeMachineDriver:
 def frozen_clock(kind: str, start: datetime, tick: bool) -> Iterator[Driver]:
     if kind == "freezegun":
         with freeze_time(start, tick=tick) as handle:
-            yield FreezegunDriver(handle)
+            yield Driver(handle, "tick")
     else:
         time_machine = pytest.importorskip("time_machine")
         with time_machine.travel(start, tick=tick) as handle:
-            yield TimeMachineDriver(handle)
+            yield Driver(handle, "shift")
 
 
 CLOCKS = ["freezegun", "time-machine"]
