@@ -253,6 +253,9 @@ class SchedulerService:
                     self._drainers -= is_drainer
                     self._task_done()
             self._futures = []
+            # Cleared here, not only after the wait: jobs that outlived an earlier
+            # shutdown may have set it since.
+            self._drained.clear()
             self._drain_target = own
             if self._tasks <= own:
                 self._drained.set()

@@ -444,3 +444,40 @@ def test_concurrent_adds_and_removes_keep_the_registry_consistent(
     with svc._cond:
         assert svc._registry.live_ticks() == 300
     svc.shutdown()
+
+
+def test_restart_after_a_timed_out_shutdown_keeps_the_next_shutdown_bounded(
+        make_service: Factory) -> None:
+    first_release = threading.Event()
+    second_started = threading.Event()
+    second_release = threading.Event()
+    calls: list[int] = []
+
+    def job() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            first_release.wait(5)  # outlives the first shutdown
+        else:
+            second_started.set()
+            second_release.wait(5)  # outlives the second shutdown too
+
+    with freeze_time(T0) as frozen:
+        svc = make_service()
+        svc.add_cron_job("j", "* * * * *", job, overlap="concurrent")
+        svc.start()
+        frozen.tick(60)
+        svc.wakeup()
+        assert wait_until(lambda: len(calls) == 1)
+        svc.shutdown(timeout=0.05)  # times out: the first run is still going
+        first_release.set()  # ... and returns only after that shutdown
+        assert wait_until(lambda: svc.get_job("j").running == 0)
+        svc.start()
+        frozen.tick(60)
+        svc.wakeup()
+        assert second_started.wait(2)
+        svc.shutdown(timeout=0.1)
+        # Bounded by its own timeout: it returned while the second run still waits
+        # (it used to find a stale "drained" flag and then join the busy worker).
+        assert not second_release.is_set()
+        assert svc.get_job("j").running == 1
+        second_release.set()
