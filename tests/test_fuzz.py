@@ -96,10 +96,11 @@ def mutated(draw: st.DrawFn) -> str:
         elif op == "huge" and fields:
             fields[i] = "9" * draw(st.integers(5, 5000))
         elif op == "long":
-            fields = fields * draw(st.integers(2, 400))
+            # Capped: repeated "long" mutations would otherwise grow geometrically.
+            fields = (fields * draw(st.integers(2, 400)))[:2000]
         elif op == "replace" and fields:
             fields[i] = draw(st.text(max_size=6))
-    return " ".join(fields)
+    return " ".join(fields)[:20_000]
 
 
 @GUARD
