@@ -14,7 +14,8 @@ pytest_plugins = ["memory_scheduler.testing", "pytester"]
 
 # "ci" keeps the whole suite inside its time budget; "long" is for local bug hunts:
 #   HYPOTHESIS_PROFILE=long pytest
-settings.register_profile("ci", max_examples=150, deadline=None)
+# "ci" is derandomized, so every run checks the same examples: deterministic tests.
+settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True)
 settings.register_profile("long", max_examples=5000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
