@@ -5,7 +5,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from helpers import library_threads
 from hypothesis import settings
 
 from memory_scheduler import SchedulerConfig, SchedulerService
@@ -35,6 +34,9 @@ def make_service() -> Iterator[type[SchedulerService]]:
     for svc in made:
         if svc.is_running():
             svc.shutdown(timeout=2.0)
+    # Imported here, after pytest_plugins has registered (and assert-rewritten) it.
+    from memory_scheduler.testing import library_threads
+
     leftover = library_threads()
     for t in leftover:
         t.join(1.0)

@@ -4,10 +4,9 @@ import queue
 import threading
 from typing import Callable, TypeVar
 
+from memory_scheduler.testing import library_threads
 
-def library_threads() -> list[threading.Thread]:
-    """Live threads started by memory_scheduler (all carry its name prefix)."""
-    return [t for t in threading.enumerate() if t.name.startswith("memory_scheduler")]
+__all__ = ["get", "library_threads", "wait_until"]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
