@@ -325,13 +325,19 @@ def _parse(expression: object, hash_id: str | None) -> _Spec:
         raise TypeError(
             f"cron expression must be a str, not {type(expression).__name__}"
         )
-    key = (expression, hash_id if _USES_HASH.search(expression) else None)
-    spec = _SPECS.get(key)
+    # Expressions without H are cached under the bare text, so the common lookup
+    # needs neither the regex nor a key tuple; H ones under (text, hash_id).
+    spec = _SPECS.get(expression)
     if spec is None:
-        spec = _parse_uncached(expression, hash_id)
-        if len(_SPECS) >= _CACHE_MAX:
-            _SPECS.clear()  # distinct expressions gain nothing from the cache
-        _SPECS[key] = spec
+        key: str | tuple[str, str | None] = expression
+        if _USES_HASH.search(expression):
+            key = (expression, hash_id)
+            spec = _SPECS.get(key)
+        if spec is None:
+            spec = _parse_uncached(expression, hash_id)
+            if len(_SPECS) >= _CACHE_MAX:
+                _SPECS.clear()  # distinct expressions gain nothing from the cache
+            _SPECS[key] = spec
     return spec
 
 
@@ -418,12 +424,16 @@ class CronSchedule:
                ) -> CronSchedule:
         """A schedule from a process-wide cache, so that jobs with the same expression
         and zone share one parsed schedule (and its memo of the last next time)."""
-        uses_hash = isinstance(expr, str) and _USES_HASH.search(expr) is not None
-        key = (expr, timezone, hash_id if uses_hash else None)
+        # As in _parse: (text, zone) for expressions without H, (text, zone, hash_id)
+        # for those with it, so the common lookup skips the regex.
+        key: tuple[object, ...] = (expr, timezone)
         try:
             cached = _SHARED.get(key)
         except TypeError:  # an unhashable tzinfo
             return cls(expr, timezone, hash_id=hash_id)
+        if cached is None and isinstance(expr, str) and _USES_HASH.search(expr):
+            key = (expr, timezone, hash_id)
+            cached = _SHARED.get(key)
         if cached is None:
             cached = cls(expr, timezone, hash_id=hash_id)
             if len(_SHARED) >= _CACHE_MAX:
@@ -454,14 +464,20 @@ class CronSchedule:
     def next_utc(self, dt: datetime) -> datetime:
         """``next_after`` in UTC: what the scheduler's heap keeps, without the round
         trip through the schedule's zone."""
-        if not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
+        # Runs fall on whole seconds, so the answer for dt is the answer for dt
+        # truncated to the second; truncating lets jobs share the memo. In UTC,
+        # because aware datetimes sharing a tzinfo compare by wall time and ignore
+        # fold (01:30 EDT would equal 01:30 EST).
+        if isinstance(dt, datetime) and dt.tzinfo is _UTC:  # the scheduler's own clock
+            u = dt.replace(microsecond=0) if dt.microsecond else dt
+        elif not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
             raise InvalidValue(f"next_after needs an aware datetime, got {dt!r}")
+        else:
+            try:
+                u = dt.astimezone(_UTC).replace(microsecond=0)
+            except OverflowError:
+                raise InvalidValue(f"{self!r} has no run after {dt.isoformat()}") from None
         try:
-            # Runs fall on whole seconds, so the answer for dt is the answer for dt
-            # truncated to the second; truncating lets jobs share the memo. In UTC,
-            # because aware datetimes sharing a tzinfo compare by wall time and ignore
-            # fold (01:30 EDT would equal 01:30 EST).
-            u = dt.astimezone(_UTC).replace(microsecond=0)
             memo = self._memo
             if memo is not None and memo[0] == u:
                 return memo[1]
@@ -557,8 +573,8 @@ def _transition(zone: tzinfo, before: datetime, after: datetime) -> datetime:
 
 # Process-wide caches. Plain dicts: a get or set is atomic under the GIL, and a race
 # between two threads only builds an equal object twice.
-_SHARED: dict[tuple[str, object, str | None], CronSchedule] = {}
-_SPECS: dict[tuple[str, str | None], _Spec] = {}
+_SHARED: dict[tuple[object, ...], CronSchedule] = {}
+_SPECS: dict[str | tuple[str, str | None], _Spec] = {}
 _FIELDS_CACHE: dict[tuple[str, str], _Parsed] = {}
 _ALL_DAYS = {n: tuple(range(1, n + 1)) for n in (28, 29, 30, 31)}
 _CACHE_MAX = 4096

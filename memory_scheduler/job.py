@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import enum
 import math
+import os
+import random
 import sys
 import threading
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 from .cron import validate_cron_expression
 from .errors import InvalidValue
@@ -102,38 +104,91 @@ class Job:
     timeout_secs: Optional[float] = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise InvalidValue(f"job name {self.name!r}: expected a non-empty string")
-        if not callable(self.func):
-            raise TypeError(f"job {self.name!r}: func {self.func!r} is not callable")
-        validate_cron_expression(self.expression)
-        if self.timezone is not None:
-            resolve_zone(self.timezone)
-        if self.overlap not in OVERLAP_POLICIES:
-            raise InvalidValue(f"job option overlap={self.overlap!r}: expected one of "
-                               f"{', '.join(map(repr, OVERLAP_POLICIES))}")
-        if self.max_instances is not None:
-            _positive("max_instances", self.max_instances, integer=True)
-            if self.overlap == "skip" and self.max_instances != 1:
-                raise InvalidValue(
-                    f"job option max_instances={self.max_instances!r}: applies to "
-                    "overlap='concurrent'; overlap='skip' always allows one run at a time"
-                )
-        if self.misfire_grace_secs is not None:
-            _positive("misfire_grace_secs", self.misfire_grace_secs, allow_zero=True)
-        if self.coalesce is not True and self.coalesce is not False:
-            raise InvalidValue(f"job option coalesce={self.coalesce!r}: expected a bool")
-        if self.jitter_secs != 0 or type(self.jitter_secs) not in (int, float):
-            _positive("jitter_secs", self.jitter_secs, allow_zero=True)
-        if self.timeout_secs is not None:
-            _positive("timeout_secs", self.timeout_secs)
+        check_job(self.name, self.expression, self.func, self.timezone)
+        policy_of(self)
 
     @property
     def instance_limit(self) -> float:
         """How many runs of this job may be active at once."""
-        if self.overlap == "skip":
-            return 1
-        return math.inf if self.max_instances is None else self.max_instances
+        return policy_of(self).instance_limit
+
+
+def check_job(name: object, expression: object, func: object, timezone: object) -> None:
+    """Validate what every job has; raises as documented on :class:`Job`."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidValue(f"job name {name!r}: expected a non-empty string")
+    if not callable(func):
+        raise TypeError(f"job {name!r}: func {func!r} is not callable")
+    validate_cron_expression(expression)  # type: ignore[arg-type]  # it checks the type
+    if timezone is not None:
+        resolve_zone(timezone)
+
+
+class Policy:
+    """A job's options, validated; shared by every job with the same options (a big
+    registry mostly has the defaults), so a job costs one reference for all six."""
+
+    __slots__ = ("overlap", "max_instances", "misfire_grace_secs", "coalesce",
+                 "jitter_secs", "timeout_secs", "instance_limit")
+
+    def __init__(self, overlap: str, max_instances: Optional[int],
+                 misfire_grace_secs: Optional[float], coalesce: bool, jitter_secs: float,
+                 timeout_secs: Optional[float]) -> None:
+        if overlap not in OVERLAP_POLICIES:
+            raise InvalidValue(f"job option overlap={overlap!r}: expected one of "
+                               f"{', '.join(map(repr, OVERLAP_POLICIES))}")
+        if max_instances is not None:
+            _positive("max_instances", max_instances, integer=True)
+            if overlap == "skip" and max_instances != 1:
+                raise InvalidValue(
+                    f"job option max_instances={max_instances!r}: applies to "
+                    "overlap='concurrent'; overlap='skip' always allows one run at a time"
+                )
+        if misfire_grace_secs is not None:
+            _positive("misfire_grace_secs", misfire_grace_secs, allow_zero=True)
+        if coalesce is not True and coalesce is not False:
+            raise InvalidValue(f"job option coalesce={coalesce!r}: expected a bool")
+        if jitter_secs != 0 or type(jitter_secs) not in (int, float):
+            _positive("jitter_secs", jitter_secs, allow_zero=True)
+        if timeout_secs is not None:
+            _positive("timeout_secs", timeout_secs)
+        self.overlap = overlap
+        self.max_instances = max_instances
+        self.misfire_grace_secs = misfire_grace_secs
+        self.coalesce = coalesce
+        self.jitter_secs = jitter_secs
+        self.timeout_secs = timeout_secs
+        self.instance_limit: float = 1 if overlap == "skip" else (
+            math.inf if max_instances is None else max_instances)
+
+
+DEFAULT_POLICY = Policy("skip", None, None, True, 0.0, None)
+_POLICIES: Dict[Tuple[object, ...], Policy] = {}
+
+
+def make_policy(overlap: str = "skip", max_instances: Optional[int] = None,
+                misfire_grace_secs: Optional[float] = None, coalesce: bool = True,
+                jitter_secs: float = 0.0, timeout_secs: Optional[float] = None) -> Policy:
+    """The shared :class:`Policy` for these options; raises InvalidValue naming a bad one."""
+    values = (overlap, max_instances, misfire_grace_secs, coalesce, jitter_secs, timeout_secs)
+    # Types are part of the key: 1, 1.0 and True are equal, but JobInfo reports the
+    # value a job was given.
+    key = (*values, *map(type, values))
+    try:
+        policy = _POLICIES.get(key)
+    except TypeError:  # an unhashable value: Policy() rejects it
+        policy = None
+    if policy is None:
+        policy = Policy(*values)
+        if len(_POLICIES) >= 4096:
+            _POLICIES.clear()
+        _POLICIES[key] = policy
+    return policy
+
+
+def policy_of(job: Job) -> Policy:
+    return make_policy(job.overlap, job.max_instances, job.misfire_grace_secs, job.coalesce,
+                       job.jitter_secs, job.timeout_secs)
 
 
 @dataclass(frozen=True, **_SLOTS)
@@ -255,6 +310,19 @@ def call_job(func: Callable[[], object], ctx: RunContext) -> Optional[BaseExcept
     finally:
         _current.reset(token)
     return None
+
+
+# Job ids need to be unique, not secret: a generator seeded from os.urandom makes
+# them twice as fast as uuid4()'s read of os.urandom per id. A forked child reseeds,
+# or it would repeat its parent's ids.
+_ids = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ids.seed)
+
+
+def new_job_id() -> uuid.UUID:
+    """A random (version 4) UUID."""
+    return uuid.UUID(int=_ids.getrandbits(128), version=4)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import heapq
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from .cron import CronSchedule
-from .job import Job, RunStatus
+from .job import Policy, RunStatus
 
 __all__ = ["Entry", "Registry", "TICK", "DELAYED_START", "TIMEOUT"]
 
@@ -22,31 +22,21 @@ DELAYED_START = 1  # a jittered run's delay has passed
 TIMEOUT = 2  # a run has been going for timeout_secs
 
 
-class Entry:
-    """A registered job and its live state. Every field is guarded by the service lock.
-
-    A plain class with ``__slots__``: one of these exists per job, and a service may
-    hold a hundred thousand.
-    """
+class Stats:
+    """What a job's runs have done so far, made on its first hand-over: most of a big
+    registry never runs, and these fields would double the size of every entry."""
 
     __slots__ = (
-        "id", "job", "schedule", "next_run", "tick_seq", "paused", "running", "backlog",
-        "last_fired", "skip_warned", "missed_warned", "run_count", "failure_count",
-        "skip_count", "missed_count", "timeout_count", "last_scheduled_time",
-        "last_started", "last_finished", "last_duration", "last_status", "last_error",
+        "last_fired", "backlog", "skip_warned", "missed_warned", "run_count",
+        "failure_count", "skip_count", "missed_count", "timeout_count",
+        "last_scheduled_time", "last_started", "last_finished", "last_duration",
+        "last_status", "last_error",
     )
 
-    def __init__(self, id: uuid.UUID, job: Job, schedule: CronSchedule) -> None:
-        self.id = id
-        self.job = job
-        self.schedule = schedule
-        self.next_run: Optional[datetime] = None  # UTC; None while paused
-        self.tick_seq = -1  # sequence of the live TICK heap item; others are stale
-        self.paused = False
-        self.running = 0  # instances reserved or running
+    def __init__(self) -> None:
+        self.last_fired: Optional[datetime] = None  # UTC of the latest occurrence handed over
         # coalesce=False catch-up occurrences (UTC), made only when needed
         self.backlog: Optional[Deque[datetime]] = None
-        self.last_fired: Optional[datetime] = None  # UTC of the latest occurrence handed over
         self.skip_warned = False  # a skip streak has been logged at WARNING
         self.missed_warned = False
         self.run_count = 0
@@ -61,29 +51,84 @@ class Entry:
         self.last_status: Optional[RunStatus] = None
         self.last_error: Optional[str] = None
 
+
+NO_STATS = Stats()  # what a job that never ran reports; never written to
+
+
+class Entry:
+    """A registered job and its live state. Every field is guarded by the service lock.
+
+    A plain class with ``__slots__``: one of these exists per job, and a service may
+    hold a hundred thousand.
+    """
+
+    __slots__ = ("id", "name", "func", "schedule", "policy", "next_run", "tick", "paused",
+                 "running", "_stats")
+
+    def __init__(self, id: uuid.UUID, name: str, func: Callable[[], object],
+                 schedule: CronSchedule, policy: Policy) -> None:
+        self.id = id
+        self.name = name
+        self.func = func
+        self.schedule = schedule  # its expression is the job's
+        self.policy = policy
+        self.next_run: Optional[datetime] = None  # UTC; None while paused
+        # The TICK bucket this entry is live in; a reference from any other bucket is
+        # stale. None while not scheduled (paused, removed, or being fired).
+        self.tick: Optional[List[Entry]] = None
+        self.paused = False
+        self.running = 0  # instances reserved or running
+        self._stats: Optional[Stats] = None
+
     @property
-    def name(self) -> str:
-        return self.job.name
+    def stats(self) -> Stats:
+        """The entry's counters, made on first use (for writing)."""
+        stats = self._stats
+        if stats is None:
+            stats = self._stats = Stats()
+        return stats
+
+    def drop_backlog(self) -> None:
+        if self._stats is not None:
+            self._stats.backlog = None
+
+    @property
+    def seen(self) -> Stats:
+        """The counters for reading: a shared empty record if the job never ran."""
+        return NO_STATS if self._stats is None else self._stats
 
 
 HeapItem = Tuple[float, int, int, Optional[Entry], Any]
+Bucket = List[Entry]
 
 
 class Registry:
-    """Entries by id and by name, plus one heap of ``(when, seq, kind, entry, payload)``.
+    """Entries by id and by name, and what is due when.
 
-    Sequence numbers are unique, so heap comparisons never reach the entry. A TICK
-    item is live only while its seq equals the entry's ``tick_seq``; rescheduling
-    pushes a new item and leaves the old one to be discarded when it surfaces, and
-    the heap is rebuilt when stale items outnumber live ones.
+    Scheduled occurrences are grouped by instant: one bucket (a list of entries) per
+    distinct time, and one heap item per bucket, so a hundred thousand jobs on a few
+    schedules cost a list slot each, not a heap item each. An entry is live in the
+    bucket its ``tick`` points at; rescheduling appends it to another bucket and
+    leaves a stale reference behind, dropped when its bucket is drained or when
+    stale references outnumber live ones (then every bucket is rebuilt).
+
+    Per-run timers (jittered starts, timeouts) are few and live in a second heap of
+    ``(when, seq, kind, entry, payload)``; ``pop_due`` returns TICKs in that shape too.
+    Sequence numbers are unique, so heap comparisons never reach a list or an entry.
     """
 
     def __init__(self) -> None:
         self._by_id: Dict[uuid.UUID, Entry] = {}
         self._by_name: Dict[str, Entry] = {}
-        self._heap: List[HeapItem] = []
+        self._buckets: Dict[float, Bucket] = {}  # open buckets by timestamp
+        self._ticks: List[Tuple[float, int, Bucket]] = []  # heap of the open buckets
+        self._timers: List[HeapItem] = []
+        self._draining: Bucket = []  # a due bucket taken off the heap, being fired
+        self._drain_at = 0.0
+        self._drain_pos = 0
         self._seq = 0
-        self._stale = 0
+        self._live = 0  # entries whose tick is set
+        self._refs = 0  # references in open and draining buckets, live or stale
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -115,56 +160,125 @@ class Registry:
         """Make ``when`` the entry's next occurrence (replacing any earlier one)."""
         self.unschedule(entry)
         entry.next_run = when
-        entry.tick_seq = self.push(when.timestamp(), TICK, entry, None)
+        ts = when.timestamp()
+        bucket = self._buckets.get(ts)
+        if bucket is None:
+            bucket = self._buckets[ts] = []
+            self._seq += 1
+            heapq.heappush(self._ticks, (ts, self._seq, bucket))
+        bucket.append(entry)
+        entry.tick = bucket
+        self._live += 1
+        self._refs += 1
 
     def unschedule(self, entry: Entry) -> None:
-        if entry.tick_seq >= 0:
-            entry.tick_seq = -1
-            self._stale += 1
-            if self._stale > 64 and self._stale > len(self._heap) // 2:
+        if entry.tick is not None:
+            entry.tick = None
+            self._live -= 1
+            if self._refs - self._live > max(64, self._live):
                 self._compact()
         entry.next_run = None
 
     def push(self, when: float, kind: int, entry: Optional[Entry], payload: Any) -> int:
+        """Add a per-run timer (DELAYED_START or TIMEOUT)."""
         self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, kind, entry, payload))
+        heapq.heappush(self._timers, (when, self._seq, kind, entry, payload))
         return self._seq
 
-    def _is_stale(self, item: HeapItem) -> bool:
-        return item[2] == TICK and (item[3] is None or item[3].tick_seq != item[1])
-
     def _compact(self) -> None:
-        self._heap = [item for item in self._heap if not self._is_stale(item)]
-        heapq.heapify(self._heap)
-        self._stale = 0
+        """Drop stale references (and duplicates: an entry rescheduled to the instant
+        it already had is in that bucket twice), and buckets left empty."""
+        refs = 0
+        for ts, bucket in list(self._buckets.items()):
+            # The same list object stays: live entries' ticks point at it.
+            bucket[:] = [e for e in dict.fromkeys(bucket) if e.tick is bucket]
+            refs += len(bucket)
+            if not bucket:
+                del self._buckets[ts]
+        self._ticks = [item for item in self._ticks if item[2]]
+        heapq.heapify(self._ticks)
+        self._refs = refs + len(self._draining) - self._drain_pos
+
+    def _first_bucket(self) -> Optional[Bucket]:
+        """The earliest bucket with a live entry, dropping dead ones (and a bucket's
+        stale prefix, so the next look is immediate)."""
+        ticks = self._ticks
+        while ticks:
+            bucket = ticks[0][2]
+            for i, entry in enumerate(bucket):
+                if entry.tick is bucket:
+                    if i:
+                        del bucket[:i]
+                        self._refs -= i
+                    return bucket
+            ts, _, dead = heapq.heappop(ticks)
+            del self._buckets[ts]
+            self._refs -= len(dead)
+        return None
 
     def peek_time(self) -> Optional[float]:
-        """Timestamp of the earliest live item, discarding stale ones on the way."""
-        heap = self._heap
-        while heap and self._is_stale(heap[0]):
-            heapq.heappop(heap)
-            self._stale = max(0, self._stale - 1)
-        return heap[0][0] if heap else None
+        """Timestamp of the earliest live item."""
+        if self._drain_pos < len(self._draining):
+            return self._drain_at
+        bucket = self._first_bucket()
+        tick_at = self._ticks[0][0] if bucket is not None else None
+        timer_at = self._timers[0][0] if self._timers else None
+        if tick_at is None or (timer_at is not None and timer_at < tick_at):
+            return timer_at
+        return tick_at
+
+    def next_run(self) -> Optional[datetime]:
+        """The earliest scheduled occurrence (UTC), or None."""
+        for entry in self._draining[self._drain_pos:]:
+            if entry.tick is self._draining:
+                return entry.next_run
+        bucket = self._first_bucket()
+        return None if bucket is None else bucket[0].next_run
 
     def pop_due(self, now: float) -> Optional[HeapItem]:
-        """Pop the earliest live item if it is due at ``now``; stale TICKs are dropped."""
-        when = self.peek_time()
-        if when is None or when > now:
-            return None
-        item = heapq.heappop(self._heap)
-        if item[2] == TICK:
-            assert item[3] is not None
-            item[3].tick_seq = -1
-        return item
+        """Pop the earliest live item if it is due at ``now``.
+
+        A TICK comes back as ``(when, 0, TICK, entry, None)`` with the entry's tick
+        cleared; the service reads ``entry.next_run`` and schedules the next one.
+        """
+        while True:
+            draining = self._draining
+            while self._drain_pos < len(draining):
+                entry = draining[self._drain_pos]
+                self._drain_pos += 1
+                self._refs -= 1
+                if entry.tick is draining:
+                    entry.tick = None
+                    self._live -= 1
+                    return (self._drain_at, 0, TICK, entry, None)
+            if draining:
+                self._draining, self._drain_pos = [], 0
+            bucket = self._first_bucket()
+            tick_at = self._ticks[0][0] if bucket is not None else None
+            timers = self._timers
+            if timers and timers[0][0] <= now and (tick_at is None or timers[0][0] < tick_at):
+                return heapq.heappop(timers)
+            if bucket is None or tick_at is None or tick_at > now:
+                return None
+            heapq.heappop(self._ticks)
+            del self._buckets[tick_at]
+            self._draining, self._drain_at, self._drain_pos = bucket, tick_at, 0
 
     def drop(self, kind: int) -> List[HeapItem]:
-        """Remove and return every item of ``kind`` (used for jittered starts at shutdown)."""
-        dropped = [item for item in self._heap if item[2] == kind]
+        """Remove and return every timer of ``kind`` (jittered starts at shutdown)."""
+        dropped = [item for item in self._timers if item[2] == kind]
         if dropped:
-            self._heap = [item for item in self._heap if item[2] != kind]
-            heapq.heapify(self._heap)
+            self._timers = [item for item in self._timers if item[2] != kind]
+            heapq.heapify(self._timers)
         return dropped
 
     def live_ticks(self) -> int:
-        """Live TICK items in the heap (a consistency check for tests)."""
-        return sum(1 for item in self._heap if item[2] == TICK and not self._is_stale(item))
+        """Entries scheduled in a bucket, counted from the buckets themselves (a
+        consistency check for tests; also checks the running counts)."""
+        buckets = [*self._buckets.values(), self._draining]
+        live = {id(e) for b in buckets for e in b if e.tick is b}
+        refs = sum(len(b) for b in self._buckets.values())
+        assert len(self._ticks) == len(self._buckets)
+        assert (self._live, self._refs) == (
+            len(live), refs + len(self._draining) - self._drain_pos)
+        return len(live)

@@ -42,15 +42,21 @@ from .config import SchedulerConfig
 from .cron import CronSchedule
 from .errors import AlreadyRunning, DuplicateJob, InvalidValue, JobNotFound, NotRunning
 from .job import (
+    DEFAULT_POLICY,
     EventKind,
     Job,
     JobInfo,
+    Policy,
     RunContext,
     RunResult,
     RunStatus,
     SchedulerEvent,
     call_job,
+    check_job,
     describe_error,
+    make_policy,
+    new_job_id,
+    policy_of,
 )
 from .registry import DELAYED_START, TICK, TIMEOUT, Entry, Registry
 from .timezones import resolve_zone, zone_name
@@ -306,34 +312,12 @@ class SchedulerService:
         """
         if not isinstance(job, Job):
             raise InvalidValue(f"add_job expects a Job, got {type(job).__name__}")
-        zone = self._default_zone if job.timezone is None else resolve_zone(job.timezone)
-        schedule = CronSchedule.shared(job.expression, zone, job.name)
-        events: List[Optional[SchedulerEvent]] = []
-        with self._cond:
-            old = self._registry.by_name(job.name)
-            job_id = uuid.uuid4()
-            if old is not None:
-                if not replace_existing:
-                    raise DuplicateJob(
-                        f"a job named {job.name!r} already exists (id {old.id}); "
-                        "pass replace_existing=True to replace it"
-                    )
-                self._registry.remove(old)
-                job_id = old.id
-                events.append(self._event(EventKind.JOB_REMOVED, old))
-            entry = Entry(id=job_id, job=job, schedule=schedule)
-            self._registry.add(entry)
-            self._reschedule(entry, self._observe_now())
-            events.append(self._event(EventKind.JOB_ADDED, entry))
-            self._cond.notify_all()
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("added job %r (%s, %s)", job.name, job.expression, zone_name(zone))
-        self._emit(events)
-        return job_id
+        return self._add(job.name, job.expression, job.func, job.timezone, policy_of(job),
+                         replace_existing)
 
     def add_cron_job(self, name: str, cron_expr: str, job_fn: Callable[[], object],
                      timezone: Union[str, Any, None] = None, **options: Any) -> uuid.UUID:
-        """Build a :class:`Job` from the arguments and add it.
+        """Add a job, as ``add_job(Job(name, cron_expr, job_fn, timezone, **options))``.
 
         ``options`` are Job's keyword options plus ``replace_existing``; an unknown
         option raises :class:`InvalidValue` naming it.
@@ -341,8 +325,46 @@ class SchedulerService:
         replace_existing = options.pop("replace_existing", False)
         if not isinstance(replace_existing, bool):
             raise InvalidValue(f"replace_existing={replace_existing!r}: expected a bool")
-        job = _make_job(name, cron_expr, job_fn, timezone, options)
-        return self.add_job(job, replace_existing=replace_existing)
+        for key in options:
+            if key not in _OPTIONS:
+                raise InvalidValue(
+                    f"unknown job option {key!r}; known options: "
+                    f"{', '.join(_OPTIONS)}, replace_existing"
+                )
+        # The checks Job() makes, without building one: registering a hundred
+        # thousand jobs is measured in microseconds per job.
+        check_job(name, cron_expr, job_fn, timezone)
+        policy = make_policy(**options) if options else DEFAULT_POLICY
+        return self._add(name, cron_expr, job_fn, timezone, policy, replace_existing)
+
+    def _add(self, name: str, expression: str, func: Callable[[], object],
+             timezone: Union[str, Any, None], policy: Policy, replace_existing: bool
+             ) -> uuid.UUID:
+        zone = self._default_zone if timezone is None else resolve_zone(timezone)
+        schedule = CronSchedule.shared(expression, zone, name)
+        events: List[Optional[SchedulerEvent]] = []
+        with self._cond:
+            old = self._registry.by_name(name)
+            if old is None:
+                job_id = new_job_id()
+            elif replace_existing:
+                self._registry.remove(old)
+                job_id = old.id
+                events.append(self._event(EventKind.JOB_REMOVED, old))
+            else:
+                raise DuplicateJob(
+                    f"a job named {name!r} already exists (id {old.id}); "
+                    "pass replace_existing=True to replace it"
+                )
+            entry = Entry(job_id, name, func, schedule, policy)
+            self._registry.add(entry)
+            self._reschedule(entry, self._observe_now())
+            events.append(self._event(EventKind.JOB_ADDED, entry))
+            self._cond.notify_all()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("added job %r (%s, %s)", name, expression, zone_name(zone))
+        self._emit(events)
+        return job_id
 
     def cron(self, expression: str, *, name: Optional[str] = None,
              timezone: Union[str, Any, None] = None, **options: Any) -> Callable[[F], F]:
@@ -366,7 +388,7 @@ class SchedulerService:
         with self._cond:
             entry = self._lookup(key)
             self._registry.remove(entry)
-            entry.backlog = None
+            entry.drop_backlog()
             event = self._event(EventKind.JOB_REMOVED, entry)
             self._cond.notify_all()
         self._emit([event])
@@ -378,7 +400,7 @@ class SchedulerService:
             if entry.paused:
                 return
             entry.paused = True
-            entry.backlog = None
+            entry.drop_backlog()
             self._registry.unschedule(entry)
             event = self._event(EventKind.JOB_PAUSED, entry)
             self._cond.notify_all()
@@ -414,8 +436,7 @@ class SchedulerService:
     def next_run_time(self) -> Optional[datetime]:
         """The earliest next run over all jobs (UTC), or None."""
         with self._cond:
-            times = [e.next_run for e in self._registry if e.next_run is not None]
-        return min(times) if times else None
+            return self._registry.next_run()
 
     def run_job_now(self, key: JobKey) -> bool:
         """Start one run of a job at once, honouring its overlap policy; the schedule
@@ -431,7 +452,7 @@ class SchedulerService:
                 raise NotRunning("run_job_now needs a running scheduler")
             now = self._now()
             work = _Work()
-            if entry.running >= entry.job.instance_limit:
+            if entry.running >= entry.policy.instance_limit:
                 self._skip(entry, now, work)
                 started = False
             else:
@@ -529,9 +550,10 @@ class SchedulerService:
 
     def _reschedule(self, entry: Entry, now: datetime) -> None:
         base = now
-        if entry.schedule.fixed_time and entry.last_fired is not None:
+        last_fired = entry.seen.last_fired
+        if entry.schedule.fixed_time and last_fired is not None:
             # A fixed-time job never reruns an occurrence, even if the clock went back.
-            base = max(now, entry.last_fired)
+            base = max(now, last_fired)
         self._registry.schedule(entry, entry.schedule.next_utc(base))
 
     def _collect_due(self, now: datetime, sync: bool) -> _Work:
@@ -553,39 +575,40 @@ class SchedulerService:
 
     def _fire(self, entry: Entry, now: datetime, work: _Work, sync: bool) -> None:
         """Decide what a due occurrence becomes, then schedule the next one."""
-        job = entry.job
+        policy = entry.policy
         first = entry.next_run
         assert first is not None
-        grace = job.misfire_grace_secs
+        grace = policy.misfire_grace_secs
         # Occurrences up to now that are still within the grace, oldest first.
         due: List[datetime] = []
         earliest = first if grace is None else max(first, now - timedelta(seconds=grace))
         missed = earliest > first
         candidate = first if earliest == first else self._first_at_or_after(entry, earliest)
-        limit = 1 if job.coalesce else MAX_CATCHUP_RUNS
+        limit = 1 if policy.coalesce else MAX_CATCHUP_RUNS
         while candidate <= now:
             due.append(candidate)
             if len(due) == limit:
                 # With coalesce=False, more than the catch-up bound is one missed batch.
                 missed = missed or (
-                    not job.coalesce
+                    not policy.coalesce
                     and entry.schedule.next_utc(candidate) <= now)
                 break
             candidate = entry.schedule.next_utc(candidate)
-        entry.last_fired = due[-1] if due else first
+        stats = entry.stats
+        stats.last_fired = due[-1] if due else first
         self._reschedule(entry, now)
         if missed or not due:
             self._miss(entry, first, now, work)
         if not due:
             return
-        if entry.running >= job.instance_limit:
+        if entry.running >= policy.instance_limit:
             self._skip(entry, due[0], work)
             return
         run = self._reserve(entry, due[0])
         if len(due) > 1:
-            entry.backlog = deque(due[1:])
-        if job.jitter_secs and not sync:
-            delay = self._random.uniform(0, job.jitter_secs)
+            stats.backlog = deque(due[1:])
+        if policy.jitter_secs and not sync:
+            delay = self._random.uniform(0, policy.jitter_secs)
             self._registry.push(ts_plus(now, delay), DELAYED_START, entry, run)
         else:
             work.runs.append(run)
@@ -607,11 +630,12 @@ class SchedulerService:
         self._active.pop(run, None)
 
     def _skip(self, entry: Entry, scheduled: datetime, work: _Work) -> None:
-        entry.skip_count += 1
-        entry.last_status = RunStatus.SKIPPED
-        entry.last_scheduled_time = scheduled
-        level = logging.DEBUG if entry.skip_warned else logging.WARNING
-        entry.skip_warned = True
+        stats = entry.stats
+        stats.skip_count += 1
+        stats.last_status = RunStatus.SKIPPED
+        stats.last_scheduled_time = scheduled
+        level = logging.DEBUG if stats.skip_warned else logging.WARNING
+        stats.skip_warned = True
         if logger.isEnabledFor(level):
             logger.log(level, "job %r skipped: its previous run is still going "
                        "(further skips in a row are logged at DEBUG)", entry.name,
@@ -621,15 +645,16 @@ class SchedulerService:
             work.results.append(self._result(entry, scheduled, RunStatus.SKIPPED))
 
     def _miss(self, entry: Entry, scheduled: datetime, now: datetime, work: _Work) -> None:
-        entry.missed_count += 1
-        entry.last_status = RunStatus.MISSED
-        entry.last_scheduled_time = scheduled
-        level = logging.DEBUG if entry.missed_warned else logging.WARNING
-        entry.missed_warned = True
+        stats = entry.stats
+        stats.missed_count += 1
+        stats.last_status = RunStatus.MISSED
+        stats.last_scheduled_time = scheduled
+        level = logging.DEBUG if stats.missed_warned else logging.WARNING
+        stats.missed_warned = True
         if logger.isEnabledFor(level):
             logger.log(level, "job %r missed its run at %s: %s late, more than its "
                        "misfire grace of %ss", entry.name, self._local(entry, scheduled),
-                       now - scheduled, entry.job.misfire_grace_secs,
+                       now - scheduled, entry.policy.misfire_grace_secs,
                        extra=_extra(entry, "run_missed", scheduled=scheduled,
                                     late_secs=(now - scheduled).total_seconds()))
         work.events.append(self._event(EventKind.RUN_MISSED, entry, scheduled))
@@ -644,11 +669,12 @@ class SchedulerService:
         run.cancelled = True
         if run.cancel is not None:
             run.cancel.set()
-        entry.timeout_count += 1
-        entry.last_status = RunStatus.TIMED_OUT
+        stats = entry.stats
+        stats.timeout_count += 1
+        stats.last_status = RunStatus.TIMED_OUT
         logger.warning("job %r (run scheduled %s) timed out after %ss; its token is set, "
                        "its overlap slot is freed when it returns",
-                       entry.name, self._local(entry, run.scheduled), entry.job.timeout_secs,
+                       entry.name, self._local(entry, run.scheduled), entry.policy.timeout_secs,
                        extra=_extra(entry, "run_timed_out", scheduled=run.scheduled))
         work.events.append(self._event(EventKind.RUN_TIMED_OUT, entry, run.scheduled))
 
@@ -680,22 +706,23 @@ class SchedulerService:
         return RunResult(entry.id, entry.name, self._local(entry, scheduled), status, error)
 
     def _info(self, e: Entry) -> JobInfo:
-        job = e.job
+        policy = e.policy
+        st = e.seen
         local = self._local
         return JobInfo(
-            id=e.id, name=e.name, expression=job.expression,
+            id=e.id, name=e.name, expression=e.schedule.expression,
             timezone=e.schedule.zone_name,
             next_run_time=None if e.next_run is None or e.paused else local(e, e.next_run),
-            paused=e.paused, running=e.running, run_count=e.run_count,
-            failure_count=e.failure_count, skip_count=e.skip_count,
-            missed_count=e.missed_count, timeout_count=e.timeout_count,
-            last_scheduled_time=(None if e.last_scheduled_time is None
-                                 else local(e, e.last_scheduled_time)),
-            last_started=e.last_started, last_finished=e.last_finished,
-            last_duration=e.last_duration, last_status=e.last_status,
-            last_error=e.last_error, overlap=job.overlap, max_instances=job.max_instances,
-            misfire_grace_secs=job.misfire_grace_secs, coalesce=job.coalesce,
-            jitter_secs=job.jitter_secs, timeout_secs=job.timeout_secs,
+            paused=e.paused, running=e.running, run_count=st.run_count,
+            failure_count=st.failure_count, skip_count=st.skip_count,
+            missed_count=st.missed_count, timeout_count=st.timeout_count,
+            last_scheduled_time=(None if st.last_scheduled_time is None
+                                 else local(e, st.last_scheduled_time)),
+            last_started=st.last_started, last_finished=st.last_finished,
+            last_duration=st.last_duration, last_status=st.last_status,
+            last_error=st.last_error, overlap=policy.overlap, max_instances=policy.max_instances,
+            misfire_grace_secs=policy.misfire_grace_secs, coalesce=policy.coalesce,
+            jitter_secs=policy.jitter_secs, timeout_secs=policy.timeout_secs,
         )
 
     # -- internals: the dispatcher thread --------------------------------------------
@@ -810,7 +837,7 @@ class SchedulerService:
                             extra=_extra(entry, "run_started", scheduled=run.scheduled))
             if self._listeners:
                 self._emit([self._event(EventKind.RUN_STARTED, entry, run.scheduled)])
-            exc = call_job(entry.job.func, ctx)
+            exc = call_job(entry.func, ctx)
             with self._cond:
                 status, duration, backlog_run = self._record_finish(run, exc)
                 following, following_ctx = self._next_run(backlog_run, drain, was_busy=True)
@@ -852,12 +879,13 @@ class SchedulerService:
         entry = run.entry
         started = self._now()
         run.started = started
-        entry.run_count += 1
-        entry.skip_warned = entry.missed_warned = False
-        entry.last_started = started
-        entry.last_scheduled_time = run.scheduled
-        if entry.job.timeout_secs is not None:
-            self._registry.push(ts_plus(started, entry.job.timeout_secs), TIMEOUT, entry, run)
+        stats = entry.stats
+        stats.run_count += 1
+        stats.skip_warned = stats.missed_warned = False
+        stats.last_started = started
+        stats.last_scheduled_time = run.scheduled
+        if entry.policy.timeout_secs is not None:
+            self._registry.push(ts_plus(started, entry.policy.timeout_secs), TIMEOUT, entry, run)
             self._cond.notify_all()
         run.cancel = threading.Event()
         return RunContext(entry.id, entry.name, self._local(entry, run.scheduled), run.cancel)
@@ -876,23 +904,24 @@ class SchedulerService:
         finished = self._now()
         assert run.started is not None
         duration = finished - run.started
-        entry.last_finished = finished
-        entry.last_duration = duration
+        stats = entry.stats
+        stats.last_finished = finished
+        stats.last_duration = duration
         if exc is not None:
-            entry.failure_count += 1
-            entry.last_error = describe_error(exc)
+            stats.failure_count += 1
+            stats.last_error = describe_error(exc)
         if run.timed_out:
             status = RunStatus.TIMED_OUT
         elif exc is not None:
             status = RunStatus.FAILED
-            entry.last_status = status
+            stats.last_status = status
         else:
             status = RunStatus.SUCCESS
-            entry.last_status = status
-        if entry.backlog and self._running_or_sync() and self._registry.is_live(entry):
+            stats.last_status = status
+        if stats.backlog and self._running_or_sync() and self._registry.is_live(entry):
             self._active.pop(run, None)
             run.done = True
-            next_run = _Run(entry=entry, scheduled=entry.backlog.popleft())
+            next_run = _Run(entry=entry, scheduled=stats.backlog.popleft())
             self._active[next_run] = None
             return status, duration, next_run
         self._release(run)
@@ -962,12 +991,3 @@ _POSITIONAL = ("name", "expression", "func", "timezone")
 _OPTIONS = tuple(f for f in Job.__dataclass_fields__ if f not in _POSITIONAL)
 
 
-def _make_job(name: str, expression: str, func: Callable[[], object],
-              timezone: Any, options: Dict[str, Any]) -> Job:
-    for key in options:
-        if key not in _OPTIONS:
-            raise InvalidValue(
-                f"unknown job option {key!r}; known options: "
-                f"{', '.join(_OPTIONS)}, replace_existing"
-            )
-    return Job(name, expression, func, timezone, **options)

@@ -7,12 +7,13 @@ Profiles (tests/conftest.py): "ci" by default; HYPOTHESIS_PROFILE=long for bug h
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import functools
 import string
 import uuid
 import zoneinfo
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -23,6 +24,7 @@ from memory_scheduler import (
     InvalidCron,
     InvalidTimezone,
     InvalidValue,
+    Job,
     JobNotFound,
     SchedulerConfig,
     SchedulerError,
@@ -186,6 +188,35 @@ def test_job_options_and_keys_get_library_errors(options: dict[str, object], nam
         except (JobNotFound, InvalidValue):
             pass
     svc.jobs()  # the registry is still usable
+
+
+def _added(add: Callable[[SchedulerService], object]) -> object:
+    """What adding a job leads to: the error, or the job's snapshot minus its id."""
+    svc = SchedulerService()
+    try:
+        add(svc)
+    except Exception as exc:  # noqa: BLE001 - compared below
+        return (type(exc), str(exc))
+    (info,) = svc.jobs()
+    return dataclasses.replace(info, id=uuid.UUID(int=0), next_run_time=None)
+
+
+JOB_FIELDS = [k for k in JOB_OPTIONS if k != "replace_existing"]
+
+
+@GUARD
+@given(options=st.dictionaries(st.sampled_from(JOB_FIELDS), ANY_VALUE, max_size=4),
+       name=st.one_of(st.text(max_size=10), st.integers(), st.none()),
+       expr=st.one_of(st.sampled_from(VALID), st.text(max_size=10), st.integers()))
+def test_add_cron_job_checks_exactly_what_job_checks(options: dict[str, object],
+                                                     name: object, expr: object) -> None:
+    # add_cron_job validates without building a Job; it must agree with Job() anyway.
+    def func() -> None:
+        pass
+
+    direct = _added(lambda svc: svc.add_cron_job(name, expr, func, **options))  # type: ignore[arg-type]
+    via_job = _added(lambda svc: svc.add_job(Job(name, expr, func, **options)))  # type: ignore[arg-type]
+    assert direct == via_job
 
 
 # -- the oracle ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ jitter, timeouts, events and the decorator."""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import threading
@@ -28,6 +29,7 @@ from memory_scheduler import (
     SchedulerService,
     current_run,
 )
+from memory_scheduler.job import new_job_id
 
 UTC = timezone.utc
 T0 = "2026-03-01 00:00:00"
@@ -247,6 +249,56 @@ def test_concurrent_overlap_up_to_max_instances(make_service: Factory) -> None:
 def test_concurrent_without_limit_is_unlimited(make_service: Factory) -> None:
     assert Job("j", "* * * * *", lambda: None, overlap="concurrent").instance_limit == float("inf")
     assert Job("j", "* * * * *", lambda: None).instance_limit == 1
+
+
+def test_options_are_reported_as_given_even_when_equal_values_are_shared(
+        make_service: Factory) -> None:
+    svc = make_service()
+    svc.add_cron_job("int", "* * * * *", lambda: None, misfire_grace_secs=1)
+    svc.add_cron_job("float", "* * * * *", lambda: None, misfire_grace_secs=1.0)
+    svc.add_job(Job("job", "* * * * *", lambda: None, misfire_grace_secs=1))
+    graces = {name: svc.get_job(name).misfire_grace_secs for name in ("int", "float", "job")}
+    assert graces == {"int": 1, "float": 1.0, "job": 1}
+    assert [type(g) for g in graces.values()] == [int, float, int]
+
+
+@freeze_time(T0)
+def test_a_run_of_one_job_leaves_the_others_counters_alone(make_service: Factory) -> None:
+    svc = make_service()
+    svc.add_cron_job("ran", "* * * * *", lambda: None)
+    svc.add_cron_job("idle", "0 0 1 1 *", lambda: None)
+    with freeze_time(at(1)):
+        assert [r.status for r in svc.run_pending()] == [RunStatus.SUCCESS]
+    ran, idle = svc.get_job("ran"), svc.get_job("idle")
+    assert (ran.run_count, ran.last_status) == (1, RunStatus.SUCCESS)
+    assert (idle.run_count, idle.last_status, idle.last_started) == (0, None, None)
+    svc.add_cron_job("later", "0 0 1 1 *", lambda: None)
+    assert svc.get_job("later").run_count == 0
+
+
+def test_job_ids_are_version_4_and_unique(make_service: Factory) -> None:
+    svc = make_service()
+    ids = [svc.add_cron_job(f"j{i}", "0 0 1 1 *", lambda: None) for i in range(2000)]
+    assert len(set(ids)) == 2000
+    assert {i.version for i in ids} == {4}
+    assert {i.variant for i in ids} == {uuid.RFC_4122}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_repeat_its_parents_job_ids() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, new_job_id().bytes)
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 16
+    assert uuid.UUID(bytes=child) != new_job_id()
 
 
 # --- misfire and coalescing --------------------------------------------------------------

@@ -1,0 +1,154 @@
+"""The registry's heap of buckets against a plain model: what is due, in what order,
+and that stale references never pile up."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Dict, List, Optional, Tuple
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memory_scheduler.cron import CronSchedule
+from memory_scheduler.job import DEFAULT_POLICY, new_job_id
+from memory_scheduler.registry import DELAYED_START, TICK, TIMEOUT, Entry, Registry
+
+UTC = timezone.utc
+BASE = datetime(2026, 3, 1, tzinfo=UTC)
+SCHEDULE = CronSchedule("* * * * * *")
+
+
+def make_entry(name: str) -> Entry:
+    return Entry(new_job_id(), name, lambda: None, SCHEDULE, DEFAULT_POLICY)
+
+
+def at(second: int) -> datetime:
+    return BASE + timedelta(seconds=second)
+
+
+def stored_refs(reg: Registry) -> int:
+    return sum(len(bucket) for bucket in reg._buckets.values())
+
+
+# Few entries and few instants, so that buckets are shared, entries come back to the
+# instant they had, and timers tie with ticks.
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("schedule"), st.integers(0, 5), st.integers(0, 6)),
+    st.tuples(st.just("unschedule"), st.integers(0, 5), st.just(0)),
+    st.tuples(st.just("remove"), st.integers(0, 5), st.just(0)),
+    st.tuples(st.just("timer"), st.integers(0, 5), st.integers(0, 6)),
+    st.tuples(st.just("pop"), st.just(0), st.integers(-1, 7)),
+), max_size=80)
+
+
+@settings(max_examples=300)
+@given(ops=OPS)
+def test_registry_agrees_with_a_model(ops: List[Tuple[str, int, int]]) -> None:
+    reg = Registry()
+    entries = [make_entry(f"e{i}") for i in range(6)]
+    for entry in entries:
+        reg.add(entry)
+    present = set(range(6))
+    ticks: Dict[int, int] = {}  # entry index -> scheduled second
+    timers: List[Tuple[int, int]] = []  # (second, tag)
+    for op, i, t in ops:
+        entry = entries[i]
+        if op == "schedule" and i in present:
+            reg.schedule(entry, at(t))
+            ticks[i] = t
+        elif op == "unschedule" and i in present:
+            reg.unschedule(entry)
+            ticks.pop(i, None)
+        elif op == "remove" and i in present:
+            reg.remove(entry)
+            present.discard(i)
+            ticks.pop(i, None)
+        elif op == "timer":
+            reg.push(at(t).timestamp(), TIMEOUT if i % 2 else DELAYED_START, None, (t, i))
+            timers.append((t, i))
+        elif op == "pop":
+            item = reg.pop_due(at(t).timestamp())
+            due = [s for s in [*ticks.values(), *(s for s, _ in timers)] if s <= t]
+            if not due:
+                assert item is None
+                continue
+            assert item is not None
+            assert item[0] == at(min(due)).timestamp()
+            if item[2] == TICK:
+                assert item[3] is not None
+                popped = entries.index(item[3])
+                assert ticks.pop(popped) == min(due)
+                assert item[3].tick is None and item[3].next_run == at(min(due))
+            else:
+                timers.remove(item[4])
+        assert reg.live_ticks() == len(ticks)  # also checks the running counts
+        earliest = min(ticks.values(), default=None)
+        assert reg.next_run() == (None if earliest is None else at(earliest))
+        soonest = min([*ticks.values(), *(s for s, _ in timers)], default=None)
+        assert reg.peek_time() == (None if soonest is None else at(soonest).timestamp())
+        for k, entry in enumerate(entries):
+            if k in present:
+                assert (entry.tick is not None) == (k in ticks)
+
+
+def test_a_due_instant_returns_each_of_its_entries_once() -> None:
+    reg = Registry()
+    entries = [make_entry(f"e{i}") for i in range(5)]
+    for entry in entries:
+        reg.add(entry)
+        reg.schedule(entry, at(10))
+    # Back to the instant it already had: two references, one occurrence.
+    reg.unschedule(entries[1])
+    reg.schedule(entries[1], at(10))
+    reg.schedule(entries[3], at(20))
+    popped: List[Optional[Entry]] = []
+    while (item := reg.pop_due(at(10).timestamp())) is not None:
+        popped.append(item[3])
+    assert sorted(e.name for e in popped if e) == ["e0", "e1", "e2", "e4"]
+    assert len(popped) == 4
+    assert reg.live_ticks() == 1
+    assert len(reg._buckets) == 1
+
+
+def test_rescheduling_one_entry_over_and_over_keeps_references_bounded() -> None:
+    reg = Registry()
+    still = [make_entry(f"still{i}") for i in range(10)]
+    for entry in still:
+        reg.add(entry)
+        reg.schedule(entry, at(100))
+    busy = make_entry("busy")
+    reg.add(busy)
+    for n in range(10_000):
+        reg.schedule(busy, at(n % 3))  # pause/resume churn, partly to the same instant
+        if n % 2:
+            reg.unschedule(busy)
+    assert reg.live_ticks() == 10
+    assert stored_refs(reg) <= 2 * reg.live_ticks() + 65
+
+
+def test_removing_most_entries_shrinks_the_buckets() -> None:
+    reg = Registry()
+    entries = [make_entry(f"e{i}") for i in range(10_000)]
+    for i, entry in enumerate(entries):
+        reg.add(entry)
+        reg.schedule(entry, at(i % 50))
+    for entry in entries[:-10]:
+        reg.remove(entry)
+    assert reg.live_ticks() == 10
+    assert stored_refs(reg) <= 2 * 10 + 65
+    assert len(reg) == 10
+
+
+def test_an_entry_moved_while_its_instant_is_being_drained_comes_at_its_new_time() -> None:
+    reg = Registry()
+    first, second = make_entry("first"), make_entry("second")
+    for entry in (first, second):
+        reg.add(entry)
+        reg.schedule(entry, at(10))
+    item = reg.pop_due(at(10).timestamp())
+    assert item is not None and item[3] is first
+    reg.schedule(second, at(30))
+    assert reg.pop_due(at(10).timestamp()) is None
+    assert reg.next_run() == at(30)
+    item = reg.pop_due(at(30).timestamp())
+    assert item is not None and item[3] is second and item[0] == at(30).timestamp()
