@@ -235,6 +235,20 @@ class Registry:
         bucket = self._first_bucket()
         return None if bucket is None else bucket[0].next_run
 
+    def coming_schedules(self, limit: int = 8) -> List[Tuple[CronSchedule, datetime]]:
+        """The distinct schedules among the first entries of the earliest instant,
+        with that instant (UTC); at most ``limit``, looking at 64 entries at most."""
+        bucket = self._first_bucket()
+        if bucket is None:
+            return []
+        seen: Dict[int, Tuple[CronSchedule, datetime]] = {}
+        for entry in bucket[:64]:
+            if entry.tick is bucket and entry.next_run is not None:
+                seen.setdefault(id(entry.schedule), (entry.schedule, entry.next_run))
+                if len(seen) == limit:
+                    break
+        return list(seen.values())
+
     def pop_due(self, now: float) -> Optional[HeapItem]:
         """Pop the earliest live item if it is due at ``now``.
 

@@ -152,3 +152,19 @@ def test_an_entry_moved_while_its_instant_is_being_drained_comes_at_its_new_time
     assert reg.next_run() == at(30)
     item = reg.pop_due(at(30).timestamp())
     assert item is not None and item[3] is second and item[0] == at(30).timestamp()
+
+
+def test_coming_schedules_are_the_distinct_schedules_of_the_earliest_instant() -> None:
+    reg = Registry()
+    other = CronSchedule("*/2 * * * * *")
+    entries = [make_entry(f"e{i}") for i in range(4)]
+    entries[1].schedule = other
+    for entry in entries:
+        reg.add(entry)
+    assert reg.coming_schedules() == []
+    for entry in entries[:3]:
+        reg.schedule(entry, at(10))
+    reg.schedule(entries[3], at(5))
+    assert reg.coming_schedules() == [(SCHEDULE, at(5))]
+    reg.unschedule(entries[3])
+    assert reg.coming_schedules() == [(SCHEDULE, at(10)), (other, at(10))]

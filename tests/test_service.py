@@ -416,6 +416,55 @@ def test_calls_from_inside_a_running_job(make_service: Factory) -> None:
         assert wait_until(lambda: [j.name for j in svc.jobs()] == ["child"])
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_start_brings_up_the_first_pool_threads(make_service: Factory, workers: int) -> None:
+    svc = make_service(max_workers=workers, thread_name_prefix="warm")
+    svc.start()
+    workers_up = [t for t in library_threads("warm") if "worker" in t.name]
+    assert len(workers_up) == min(2, workers)
+    svc.shutdown()
+    assert library_threads("warm") == []
+
+
+def test_blocking_runs_due_together_use_every_worker_and_no_more(
+        make_service: Factory) -> None:
+    started: queue.Queue[str] = queue.Queue()
+    release = threading.Event()
+
+    def block(name: str) -> Callable[[], None]:
+        def job() -> None:
+            started.put(name)
+            release.wait(5)
+        return job
+
+    with freeze_time(T0) as frozen:
+        svc = make_service(max_workers=3)
+        for i in range(5):
+            svc.add_cron_job(f"b{i}", "* * * * *", block(f"b{i}"))
+        svc.start()
+        frozen.tick(60)
+        svc.wakeup()
+        first = {started.get(timeout=2) for _ in range(3)}
+        assert_empty(started)  # the pool is full: two runs wait for a worker
+        release.set()
+        rest = {started.get(timeout=2) for _ in range(2)}
+        assert first | rest == {f"b{i}" for i in range(5)}
+        svc.shutdown()
+
+
+def test_real_time_runs_never_start_before_their_scheduled_time(
+        make_service: Factory) -> None:
+    # The dispatcher wakes ~2 ms early to finish with a short, precise wait.
+    seen: queue.Queue[tuple[datetime, datetime]] = queue.Queue()
+    svc = make_service()
+    svc.add_cron_job("tick", "* * * * * *",
+                     lambda: seen.put((datetime.now(UTC), current_run().scheduled_time)))
+    svc.start()
+    started, scheduled = seen.get(timeout=2)
+    svc.shutdown()
+    assert scheduled <= started < scheduled + timedelta(seconds=1)
+
+
 def test_concurrent_adds_and_removes_keep_the_registry_consistent(
         make_service: Factory) -> None:
     svc = make_service()

@@ -106,7 +106,8 @@ def test_stress_add_remove_pause_resume_query_while_jobs_fire(
         for name in removed_at:
             assert svc._registry.by_name(name) is None
         # The hand-over bookkeeping is back to rest.
-        assert (svc._tasks, svc._drainers, svc._busy, len(svc._ready)) == (0, 0, 0, 0)
+        assert (svc._tasks, svc._drainers, svc._busy, svc._starting, len(svc._ready)) == (
+            0, 0, 0, 0, 0)
         assert not svc._active
     assert not [r for r in caplog_info.records
                 if r.levelno >= logging.ERROR and "memory_scheduler" in r.name]
