@@ -163,6 +163,7 @@ class SchedulerService:
         # time.monotonic, which time-machine 2.x freezes, so it would never time out.
         self._drained = threading.Event()
         self._drain_target = 0
+        self._warming = threading.Event()  # see _warm_pool
         self._last_now: Optional[datetime] = None
         # Replaced, never mutated, so listeners can be read without the lock.
         self._listeners: Tuple[Tuple[Listener, Optional[frozenset[EventKind]]], ...] = ()
@@ -228,7 +229,7 @@ class SchedulerService:
         submitter waits ~0.2 ms for it to come up, which would make those runs late."""
         wanted = min(2, self._config.max_workers)
         arrived: List[None] = []  # list.append is atomic
-        together = threading.Event()
+        together = self._warming = threading.Event()  # shutdown() sets it too
 
         def arrive(_: None) -> None:
             arrived.append(None)
@@ -264,6 +265,7 @@ class SchedulerService:
                 raise NotRunning("the scheduler is not running")
             self._running = False
             self._token.set()
+            self._warming.set()  # a pool warm-up cut short must not hold a thread
             for run in self._active:
                 run.cancelled = True
                 if run.cancel is not None:
