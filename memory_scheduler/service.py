@@ -217,30 +217,10 @@ class SchedulerService:
             for entry in self._registry:
                 if entry.next_run is not None and entry.next_run <= now:
                     self._reschedule(entry, now)
-            dispatcher, executor = self._dispatcher, self._executor
+            dispatcher = self._dispatcher
         dispatcher.start()
-        self._warm_pool(executor)
         logger.info("scheduler started")
         self._emit([self._event(EventKind.SCHEDULER_STARTED)])
-
-    def _warm_pool(self, executor: ThreadPoolExecutor) -> None:
-        """Have the pool make its first two threads now rather than on the first due
-        instant: ThreadPoolExecutor makes a thread when work finds none idle, and the
-        submitter waits ~0.2 ms for it to come up, which would make those runs late."""
-        wanted = min(2, self._config.max_workers)
-        arrived: List[None] = []  # list.append is atomic
-        together = self._warming = threading.Event()  # shutdown() sets it too
-
-        def arrive(_: None) -> None:
-            arrived.append(None)
-            if len(arrived) == wanted:
-                together.set()
-            # Hold this thread until the other task has one too (bounded, in case
-            # the pool refused the other one).
-            together.wait(0.1)
-
-        for _ in range(wanted):
-            self._try_submit(executor, arrive, None)
 
     def shutdown(self, timeout: Optional[float] = None) -> None:
         """Stop starting runs at once, wait for running jobs, and return.
@@ -710,8 +690,10 @@ class SchedulerService:
                        extra=_extra(entry, "run_timed_out", scheduled=run.scheduled))
         work.events.append(self._event(EventKind.RUN_TIMED_OUT, entry, run.scheduled))
 
-    def _sleep_for(self, now: datetime) -> float:
+    def _sleep_for(self, now: datetime) -> Tuple[float, bool]:
+        """How long to wait, and whether this is the final wait before a due instant."""
         wait = self._config.max_sleep_secs
+        final = False
         when = self._registry.peek_time()
         if when is not None:
             remaining = max(0.0, when - now.timestamp())
@@ -720,9 +702,10 @@ class SchedulerService:
                 # sleep the thread wakes up to ~0.7 ms late, after a short one ~0.1 ms.
                 remaining -= _FINAL_WAIT
             else:
+                final = True
                 self._prepare_next()
             wait = min(wait, remaining)
-        return min(wait, threading.TIMEOUT_MAX)
+        return min(wait, threading.TIMEOUT_MAX), final
 
     def _prepare_next(self) -> None:
         """Before the final wait: compute the next runs of the coming instant's
@@ -777,6 +760,7 @@ class SchedulerService:
     # -- internals: the dispatcher thread --------------------------------------------
 
     def _dispatch_loop(self, token: threading.Event) -> None:
+        warm = False  # the pool has made its first threads (see _warm_pool)
         try:
             while True:
                 with self._cond:
@@ -785,13 +769,45 @@ class SchedulerService:
                     now = self._observe_now()
                     work = self._collect_due(now, sync=False)
                     if not work:
-                        self._cond.wait(self._sleep_for(now))
-                        continue
+                        wait, final = self._sleep_for(now)
+                        if warm or not final:
+                            self._cond.wait(wait)
+                            continue
+                        executor = self._executor
                 # Outside the lock; the clock is re-read before the next wait.
-                self._hand_over(work)
+                if work:
+                    self._hand_over(work)
+                else:
+                    warm = True
+                    if executor is not None:
+                        self._warm_pool(executor)
         except BaseException:  # pragma: no cover - a bug in the dispatcher itself
             logger.critical("scheduler dispatcher crashed", exc_info=True)
             raise
+
+    def _warm_pool(self, executor: ThreadPoolExecutor) -> None:
+        """Have the pool make its first two threads just before the first due instant
+        rather than on it: ThreadPoolExecutor makes a thread when work finds none
+        idle, and the submitter waits ~0.2 ms for it to come up, which would make those
+        runs late. (Not at start(): a service that never runs a job has no thread to
+        join at shutdown.)"""
+        wanted = min(2, self._config.max_workers)
+        arrived: List[None] = []  # list.append is atomic
+        with self._cond:
+            if not self._running:
+                return
+            together = self._warming = threading.Event()  # shutdown() sets it too
+
+        def arrive(_: None) -> None:
+            arrived.append(None)
+            if len(arrived) == wanted:
+                together.set()
+            # Hold this thread until the other task has one too, so that the pool
+            # makes two (bounded, in case the pool refused the other one).
+            together.wait(0.1)
+
+        for _ in range(wanted):
+            self._try_submit(executor, arrive, None)
 
     def _hand_over(self, work: _Work) -> None:
         """Hand runs to the pool, and the listener calls for the events the

@@ -417,12 +417,23 @@ def test_calls_from_inside_a_running_job(make_service: Factory) -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 3])
-def test_start_brings_up_the_first_pool_threads(make_service: Factory, workers: int) -> None:
-    svc = make_service(max_workers=workers, thread_name_prefix="warm")
-    svc.start()
-    workers_up = [t for t in library_threads("warm") if "worker" in t.name]
-    assert len(workers_up) == min(2, workers)
-    svc.shutdown()
+def test_the_pool_makes_its_first_threads_just_before_the_first_due_instant(
+        make_service: Factory, workers: int) -> None:
+    def pool_threads() -> int:
+        return sum("worker" in t.name for t in library_threads("warm"))
+
+    with freeze_time(T0) as frozen:
+        svc = make_service(max_workers=workers, thread_name_prefix="warm")
+        svc.add_cron_job("minutely", "* * * * *", lambda: None)
+        svc.start()
+        svc.wakeup()
+        # A minute away: an idle service holds no pool thread.
+        assert not wait_until(lambda: pool_threads() > 0, timeout=0.1)
+        frozen.tick(timedelta(seconds=59, microseconds=999_000))  # 1 ms before it
+        svc.wakeup()
+        assert wait_until(lambda: pool_threads() == min(2, workers))
+        assert svc.get_job("minutely").run_count == 0
+        svc.shutdown()
     assert library_threads("warm") == []
 
 
