@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Dict, List, Optional, Tuple
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from memory_scheduler.cron import CronSchedule
@@ -41,7 +41,6 @@ OPS = st.lists(st.one_of(
 ), max_size=80)
 
 
-@settings(max_examples=300)
 @given(ops=OPS)
 def test_registry_agrees_with_a_model(ops: List[Tuple[str, int, int]]) -> None:
     reg = Registry()
