@@ -216,9 +216,22 @@ class Registry:
             self._refs -= len(dead)
         return None
 
+    def _draining_live(self) -> bool:
+        """Skip stale references at the front of the draining bucket; True if a live
+        entry is next."""
+        draining = self._draining
+        while self._drain_pos < len(draining):
+            if draining[self._drain_pos].tick is draining:
+                return True
+            self._drain_pos += 1
+            self._refs -= 1
+        if draining:
+            self._draining, self._drain_pos = [], 0
+        return False
+
     def peek_time(self) -> Optional[float]:
         """Timestamp of the earliest live item."""
-        if self._drain_pos < len(self._draining):
+        if self._draining_live():
             return self._drain_at
         bucket = self._first_bucket()
         tick_at = self._ticks[0][0] if bucket is not None else None
@@ -229,9 +242,8 @@ class Registry:
 
     def next_run(self) -> Optional[datetime]:
         """The earliest scheduled occurrence (UTC), or None."""
-        for entry in self._draining[self._drain_pos:]:
-            if entry.tick is self._draining:
-                return entry.next_run
+        if self._draining_live():
+            return self._draining[self._drain_pos].next_run
         bucket = self._first_bucket()
         return None if bucket is None else bucket[0].next_run
 
@@ -256,17 +268,13 @@ class Registry:
         cleared; the service reads ``entry.next_run`` and schedules the next one.
         """
         while True:
-            draining = self._draining
-            while self._drain_pos < len(draining):
-                entry = draining[self._drain_pos]
+            if self._draining_live():
+                entry = self._draining[self._drain_pos]
                 self._drain_pos += 1
                 self._refs -= 1
-                if entry.tick is draining:
-                    entry.tick = None
-                    self._live -= 1
-                    return (self._drain_at, 0, TICK, entry, None)
-            if draining:
-                self._draining, self._drain_pos = [], 0
+                entry.tick = None
+                self._live -= 1
+                return (self._drain_at, 0, TICK, entry, None)
             bucket = self._first_bucket()
             tick_at = self._ticks[0][0] if bucket is not None else None
             timers = self._timers

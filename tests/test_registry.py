@@ -167,3 +167,17 @@ def test_coming_schedules_are_the_distinct_schedules_of_the_earliest_instant() -
     assert reg.coming_schedules() == [(SCHEDULE, at(5))]
     reg.unschedule(entries[3])
     assert reg.coming_schedules() == [(SCHEDULE, at(10)), (other, at(10))]
+
+
+def test_a_duplicate_left_in_a_drained_instant_is_not_due() -> None:
+    # Found by the model test: the same entry twice in one bucket, popped once.
+    reg = Registry()
+    entry = make_entry("twice")
+    reg.add(entry)
+    reg.schedule(entry, at(0))
+    reg.schedule(entry, at(0))
+    item = reg.pop_due(at(0).timestamp())
+    assert item is not None and item[3] is entry
+    assert (reg.peek_time(), reg.next_run()) == (None, None)
+    assert reg.pop_due(at(0).timestamp()) is None
+    assert reg.live_ticks() == 0
