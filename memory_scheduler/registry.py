@@ -179,11 +179,10 @@ class Registry:
                 self._compact()
         entry.next_run = None
 
-    def push(self, when: float, kind: int, entry: Optional[Entry], payload: Any) -> int:
+    def push(self, when: float, kind: int, entry: Optional[Entry], payload: Any) -> None:
         """Add a per-run timer (DELAYED_START or TIMEOUT)."""
         self._seq += 1
         heapq.heappush(self._timers, (when, self._seq, kind, entry, payload))
-        return self._seq
 
     def _compact(self) -> None:
         """Drop stale references (and duplicates: an entry rescheduled to the instant
@@ -253,13 +252,13 @@ class Registry:
         bucket = self._first_bucket()
         if bucket is None:
             return []
-        seen: Dict[int, Tuple[CronSchedule, datetime]] = {}
+        seen: Dict[CronSchedule, datetime] = {}  # schedules hash by identity
         for entry in bucket[:64]:
             if entry.tick is bucket and entry.next_run is not None:
-                seen.setdefault(id(entry.schedule), (entry.schedule, entry.next_run))
+                seen.setdefault(entry.schedule, entry.next_run)
                 if len(seen) == limit:
                     break
-        return list(seen.values())
+        return list(seen.items())
 
     def pop_due(self, now: float) -> Optional[HeapItem]:
         """Pop the earliest live item if it is due at ``now``.

@@ -644,23 +644,17 @@ class SchedulerService:
     def _skip(self, entry: Entry, scheduled: datetime, work: _Work) -> None:
         stats = entry.stats
         stats.skip_count += 1
-        stats.last_status = RunStatus.SKIPPED
-        stats.last_scheduled_time = scheduled
         level = logging.DEBUG if stats.skip_warned else logging.WARNING
         stats.skip_warned = True
         if logger.isEnabledFor(level):
             logger.log(level, "job %r skipped: its previous run is still going "
                        "(further skips in a row are logged at DEBUG)", entry.name,
                        extra=_extra(entry, "run_skipped", scheduled=scheduled))
-        work.events.append(self._event(EventKind.RUN_SKIPPED, entry, scheduled))
-        if work.sync:
-            work.results.append(self._result(entry, scheduled, RunStatus.SKIPPED))
+        self._not_run(entry, scheduled, RunStatus.SKIPPED, EventKind.RUN_SKIPPED, work)
 
     def _miss(self, entry: Entry, scheduled: datetime, now: datetime, work: _Work) -> None:
         stats = entry.stats
         stats.missed_count += 1
-        stats.last_status = RunStatus.MISSED
-        stats.last_scheduled_time = scheduled
         level = logging.DEBUG if stats.missed_warned else logging.WARNING
         stats.missed_warned = True
         if logger.isEnabledFor(level):
@@ -669,9 +663,18 @@ class SchedulerService:
                        now - scheduled, entry.policy.misfire_grace_secs,
                        extra=_extra(entry, "run_missed", scheduled=scheduled,
                                     late_secs=(now - scheduled).total_seconds()))
-        work.events.append(self._event(EventKind.RUN_MISSED, entry, scheduled))
+        self._not_run(entry, scheduled, RunStatus.MISSED, EventKind.RUN_MISSED, work)
+
+    def _not_run(self, entry: Entry, scheduled: datetime, status: RunStatus,
+                 kind: EventKind, work: _Work) -> None:
+        """What a skipped or missed occurrence leaves: the job's last status, an event,
+        and for run_pending() a result (the caller counts and logs it)."""
+        stats = entry.stats
+        stats.last_status = status
+        stats.last_scheduled_time = scheduled
+        work.events.append(self._event(kind, entry, scheduled))
         if work.sync:
-            work.results.append(self._result(entry, scheduled, RunStatus.MISSED))
+            work.results.append(self._result(entry, scheduled, status))
 
     def _time_out(self, run: _Run, now: datetime, work: _Work) -> None:
         if run.done or run.timed_out:
@@ -703,7 +706,6 @@ class SchedulerService:
                 remaining -= _FINAL_WAIT
             else:
                 final = True
-                self._prepare_next()
             wait = min(wait, remaining)
         return min(wait, threading.TIMEOUT_MAX), final
 
@@ -771,6 +773,8 @@ class SchedulerService:
                     if not work:
                         wait, final = self._sleep_for(now)
                         if warm or not final:
+                            if final:
+                                self._prepare_next()
                             self._cond.wait(wait)
                             continue
                         executor = self._executor
@@ -933,8 +937,8 @@ class SchedulerService:
                 following, following_ctx, helper = self._next_run(backlog_run, drain,
                                                                   was_busy=True)
             self._log_finish(run, exc, duration)
-            results.append(self._result(entry, ctx.scheduled_time, status,
-                                        describe_error(exc) if exc else None))
+            results.append(RunResult(ctx.job_id, ctx.job_name, ctx.scheduled_time, status,
+                                     describe_error(exc) if exc else None))
             if self._listeners:
                 kind = EventKind.RUN_SUCCEEDED if exc is None else EventKind.RUN_FAILED
                 self._emit([self._event(kind, entry, run.scheduled, exc)])

@@ -18,8 +18,14 @@ BASE = datetime(2026, 3, 1, tzinfo=UTC)
 SCHEDULE = CronSchedule("* * * * * *")
 
 
-def make_entry(name: str) -> Entry:
-    return Entry(new_job_id(), name, lambda: None, SCHEDULE, DEFAULT_POLICY)
+def added(reg: Registry, name: str, when: Optional[datetime] = None,
+          schedule: CronSchedule = SCHEDULE) -> Entry:
+    """An entry added to ``reg`` and, given ``when``, scheduled then."""
+    entry = Entry(new_job_id(), name, lambda: None, schedule, DEFAULT_POLICY)
+    reg.add(entry)
+    if when is not None:
+        reg.schedule(entry, when)
+    return entry
 
 
 def at(second: int) -> datetime:
@@ -44,9 +50,7 @@ OPS = st.lists(st.one_of(
 @given(ops=OPS)
 def test_registry_agrees_with_a_model(ops: List[Tuple[str, int, int]]) -> None:
     reg = Registry()
-    entries = [make_entry(f"e{i}") for i in range(6)]
-    for entry in entries:
-        reg.add(entry)
+    entries = [added(reg, f"e{i}") for i in range(6)]
     present = set(range(6))
     ticks: Dict[int, int] = {}  # entry index -> scheduled second
     timers: List[Tuple[int, int]] = []  # (second, tag)
@@ -92,10 +96,7 @@ def test_registry_agrees_with_a_model(ops: List[Tuple[str, int, int]]) -> None:
 
 def test_a_due_instant_returns_each_of_its_entries_once() -> None:
     reg = Registry()
-    entries = [make_entry(f"e{i}") for i in range(5)]
-    for entry in entries:
-        reg.add(entry)
-        reg.schedule(entry, at(10))
+    entries = [added(reg, f"e{i}", at(10)) for i in range(5)]
     # Back to the instant it already had: two references, one occurrence.
     reg.unschedule(entries[1])
     reg.schedule(entries[1], at(10))
@@ -111,12 +112,9 @@ def test_a_due_instant_returns_each_of_its_entries_once() -> None:
 
 def test_rescheduling_one_entry_over_and_over_keeps_references_bounded() -> None:
     reg = Registry()
-    still = [make_entry(f"still{i}") for i in range(10)]
-    for entry in still:
-        reg.add(entry)
-        reg.schedule(entry, at(100))
-    busy = make_entry("busy")
-    reg.add(busy)
+    for i in range(10):
+        added(reg, f"still{i}", at(100))
+    busy = added(reg, "busy")
     for n in range(10_000):
         reg.schedule(busy, at(n % 3))  # pause/resume churn, partly to the same instant
         if n % 2:
@@ -127,10 +125,7 @@ def test_rescheduling_one_entry_over_and_over_keeps_references_bounded() -> None
 
 def test_removing_most_entries_shrinks_the_buckets() -> None:
     reg = Registry()
-    entries = [make_entry(f"e{i}") for i in range(10_000)]
-    for i, entry in enumerate(entries):
-        reg.add(entry)
-        reg.schedule(entry, at(i % 50))
+    entries = [added(reg, f"e{i}", at(i % 50)) for i in range(10_000)]
     for entry in entries[:-10]:
         reg.remove(entry)
     assert reg.live_ticks() == 10
@@ -140,10 +135,7 @@ def test_removing_most_entries_shrinks_the_buckets() -> None:
 
 def test_an_entry_moved_while_its_instant_is_being_drained_comes_at_its_new_time() -> None:
     reg = Registry()
-    first, second = make_entry("first"), make_entry("second")
-    for entry in (first, second):
-        reg.add(entry)
-        reg.schedule(entry, at(10))
+    first, second = added(reg, "first", at(10)), added(reg, "second", at(10))
     item = reg.pop_due(at(10).timestamp())
     assert item is not None and item[3] is first
     reg.schedule(second, at(30))
@@ -156,10 +148,8 @@ def test_an_entry_moved_while_its_instant_is_being_drained_comes_at_its_new_time
 def test_coming_schedules_are_the_distinct_schedules_of_the_earliest_instant() -> None:
     reg = Registry()
     other = CronSchedule("*/2 * * * * *")
-    entries = [make_entry(f"e{i}") for i in range(4)]
-    entries[1].schedule = other
-    for entry in entries:
-        reg.add(entry)
+    entries = [added(reg, f"e{i}", schedule=other if i == 1 else SCHEDULE)
+               for i in range(4)]
     assert reg.coming_schedules() == []
     for entry in entries[:3]:
         reg.schedule(entry, at(10))
@@ -172,9 +162,7 @@ def test_coming_schedules_are_the_distinct_schedules_of_the_earliest_instant() -
 def test_a_duplicate_left_in_a_drained_instant_is_not_due() -> None:
     # Found by the model test: the same entry twice in one bucket, popped once.
     reg = Registry()
-    entry = make_entry("twice")
-    reg.add(entry)
-    reg.schedule(entry, at(0))
+    entry = added(reg, "twice", at(0))
     reg.schedule(entry, at(0))
     item = reg.pop_due(at(0).timestamp())
     assert item is not None and item[3] is entry
