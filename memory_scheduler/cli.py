@@ -24,12 +24,13 @@ from types import FrameType
 from typing import IO, Dict, List, Optional, Sequence
 
 from . import __version__
+from .clock import utc_now
 from .config import SchedulerConfig
 from .cron import CronSchedule
 from .crontab import CrontabEntry, parse_crontab
 from .errors import SchedulerError
 from .job import Job, current_run
-from .service import SchedulerService, utc_now
+from .service import SchedulerService
 from .timezones import resolve_zone, zone_name
 
 __all__ = ["main"]

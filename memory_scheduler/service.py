@@ -38,6 +38,7 @@ from typing import (
     Union,
 )
 
+from .clock import utc_now
 from .config import SchedulerConfig
 from .cron import CronSchedule
 from .errors import (
@@ -1078,11 +1079,6 @@ def _extra(entry: Entry, event: str, scheduled: Optional[datetime] = None,
     if scheduled is not None:
         fields["scheduled"] = scheduled.astimezone(entry.schedule.timezone).isoformat()
     return {"job": entry.name, "event": event, "fields": fields}
-
-
-def utc_now() -> datetime:
-    """The only clock read in the library; freezegun and time-machine patch it."""
-    return datetime.now(_UTC)
 
 
 def ts_plus(when: datetime, seconds: float) -> float:
