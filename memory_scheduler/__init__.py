@@ -19,17 +19,10 @@ from .errors import (
     NotRunning,
     SchedulerError,
 )
-from .job import (
-    EventKind,
-    Job,
-    JobInfo,
-    RunContext,
-    RunResult,
-    RunStatus,
-    SchedulerEvent,
-    current_run,
-)
-from .service import MAX_CATCHUP_RUNS, SchedulerService
+from .events import EventKind, SchedulerEvent
+from .firing import MAX_CATCHUP_RUNS
+from .job import Job, JobInfo, RunContext, RunResult, RunStatus, current_run
+from .service import SchedulerService
 
 __version__ = "0.1.0"
 

@@ -22,13 +22,11 @@ from .errors import InvalidValue
 from .timezones import resolve_zone
 
 __all__ = [
-    "EventKind",
     "Job",
     "JobInfo",
     "RunContext",
     "RunResult",
     "RunStatus",
-    "SchedulerEvent",
     "current_run",
 ]
 
@@ -220,6 +218,9 @@ class JobInfo:
     coalesce: bool
     jitter_secs: float
     timeout_secs: Optional[float]
+    # The schedule has no further occurrence (or computing it failed): the job stays
+    # registered but will not run again on its own.
+    ended: bool = False
 
 
 @dataclass(frozen=True, **_SLOTS)
@@ -249,36 +250,6 @@ class RunResult:
     scheduled_time: datetime
     status: RunStatus
     error: Optional[str] = None
-
-
-class EventKind(str, enum.Enum):
-    JOB_ADDED = "job_added"
-    JOB_REMOVED = "job_removed"
-    JOB_PAUSED = "job_paused"
-    JOB_RESUMED = "job_resumed"
-    RUN_STARTED = "run_started"
-    RUN_SUCCEEDED = "run_succeeded"
-    RUN_FAILED = "run_failed"
-    RUN_SKIPPED = "run_skipped"
-    RUN_MISSED = "run_missed"
-    RUN_TIMED_OUT = "run_timed_out"
-    SCHEDULER_STARTED = "scheduler_started"
-    SCHEDULER_SHUTDOWN = "scheduler_shutdown"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True, **_SLOTS)
-class SchedulerEvent:
-    """What a listener receives. Job fields are None for scheduler events."""
-
-    kind: EventKind
-    time: datetime
-    job_id: Optional[uuid.UUID] = None
-    job_name: Optional[str] = None
-    scheduled_time: Optional[datetime] = None
-    exception: Optional[BaseException] = None
 
 
 _current: ContextVar[Optional[RunContext]] = ContextVar("memory_scheduler_run", default=None)

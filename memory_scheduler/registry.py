@@ -1,33 +1,58 @@
 """The job registry: entries by id and name, and a heap of timed work.
 
-Plain data: no threads, no clock, no locking. The service holds its lock around
+Plain data: no threads, no clock, no locking. The caller holds the service lock around
 every call and every read or write of an ``Entry`` field.
+
+Invariants (checked by :meth:`Registry.check_invariants`):
+
+* an entry is scheduled iff its ``bucket`` is set, and then it is in that bucket and
+  ``next_run`` is the bucket's instant; a reference to it in any other bucket is stale;
+* every open bucket has exactly one heap item, and ``_live`` / ``_refs`` count the
+  live and all (live or stale) references in the open and draining buckets.
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from .cron import CronSchedule
-from .job import Policy, RunStatus
+from .job import JobInfo, Policy, RunStatus
+from .timezones import to_local
 
-__all__ = ["Entry", "Registry", "TICK", "DELAYED_START", "TIMEOUT"]
+__all__ = ["Entry", "Registry", "Timer", "TimerKind", "job_info", "snapshot"]
 
-# Heap item kinds.
-TICK = 0  # the entry's next scheduled occurrence is due
-DELAYED_START = 1  # a jittered run's delay has passed
-TIMEOUT = 2  # a run has been going for timeout_secs
+
+class TimerKind(enum.IntEnum):
+    """What a heap item stands for."""
+
+    OCCURRENCE = 0  # the entry's next scheduled occurrence is due
+    DELAYED_START = 1  # a jittered run's delay has passed
+    TIMEOUT = 2  # a run has been going for timeout_secs
+
+
+class Timer(NamedTuple):
+    """An item of the timer heap; occurrences come out of :meth:`Registry.pop_due` in
+    this shape too. ``seq`` is unique, so comparisons never reach the entry."""
+
+    when: float  # POSIX timestamp
+    seq: int
+    kind: TimerKind
+    entry: Optional[Entry]
+    payload: Any  # the run a DELAYED_START or TIMEOUT belongs to
 
 
 class Stats:
     """What a job's runs have done so far, made on its first hand-over: most of a big
-    registry never runs, and these fields would double the size of every entry."""
+    registry never runs, and these fields would double the size of every entry.
+    Every scheduled occurrence ends in exactly one of run_count, skip_count and
+    missed_count (coalesce=True counts a coalesced catch-up once)."""
 
     __slots__ = (
-        "last_fired", "backlog", "skip_warned", "missed_warned", "run_count",
+        "last_fired", "skip_warned", "missed_warned", "run_count",
         "failure_count", "skip_count", "missed_count", "timeout_count",
         "last_scheduled_time", "last_started", "last_finished", "last_duration",
         "last_status", "last_error",
@@ -35,8 +60,6 @@ class Stats:
 
     def __init__(self) -> None:
         self.last_fired: Optional[datetime] = None  # UTC of the latest occurrence handed over
-        # coalesce=False catch-up occurrences (UTC), made only when needed
-        self.backlog: Optional[Deque[datetime]] = None
         self.skip_warned = False  # a skip streak has been logged at WARNING
         self.missed_warned = False
         self.run_count = 0
@@ -62,8 +85,8 @@ class Entry:
     hold a hundred thousand.
     """
 
-    __slots__ = ("id", "name", "func", "schedule", "policy", "next_run", "tick", "paused",
-                 "running", "_stats")
+    __slots__ = ("id", "name", "func", "schedule", "policy", "next_run", "bucket", "paused",
+                 "ended", "running", "_stats")
 
     def __init__(self, id: uuid.UUID, name: str, func: Callable[[], object],
                  schedule: CronSchedule, policy: Policy) -> None:
@@ -73,32 +96,64 @@ class Entry:
         self.schedule = schedule  # its expression is the job's
         self.policy = policy
         self.next_run: Optional[datetime] = None  # UTC; None while paused
-        # The TICK bucket this entry is live in; a reference from any other bucket is
-        # stale. None while not scheduled (paused, removed, or being fired).
-        self.tick: Optional[List[Entry]] = None
+        # The bucket this entry is live in; a reference from any other bucket is stale.
+        # None while not scheduled (paused, ended, removed, or being fired).
+        self.bucket: Optional[List[Entry]] = None
         self.paused = False
+        self.ended = False  # its schedule has no further occurrence (or failed)
         self.running = 0  # instances reserved or running
         self._stats: Optional[Stats] = None
 
     @property
     def stats(self) -> Stats:
-        """The entry's counters, made on first use (for writing)."""
+        """The counters for reading: a shared empty record if the job never ran."""
+        return NO_STATS if self._stats is None else self._stats
+
+    def stats_for_update(self) -> Stats:
+        """The entry's own counters, made on first use."""
         stats = self._stats
         if stats is None:
             stats = self._stats = Stats()
         return stats
 
-    def drop_backlog(self) -> None:
-        if self._stats is not None:
-            self._stats.backlog = None
 
-    @property
-    def seen(self) -> Stats:
-        """The counters for reading: a shared empty record if the job never ran."""
-        return NO_STATS if self._stats is None else self._stats
+Snapshot = Tuple[Entry, Optional[datetime], bool, bool, int, Tuple[Any, ...]]
 
 
-HeapItem = Tuple[float, int, int, Optional[Entry], Any]
+def snapshot(entry: Entry) -> Snapshot:
+    """Caller holds the lock: what :func:`job_info` needs, copied (cheap: no zone
+    conversion, which may be a user's tzinfo code, runs under the lock)."""
+    st = entry.stats
+    return (entry, None if entry.paused else entry.next_run, entry.paused, entry.ended,
+            entry.running,
+            (st.run_count, st.failure_count, st.skip_count, st.missed_count,
+             st.timeout_count, st.last_scheduled_time, st.last_started, st.last_finished,
+             st.last_duration, st.last_status, st.last_error))
+
+
+def job_info(snap: Snapshot) -> JobInfo:
+    """No lock needed: the frozen JobInfo of a snapshot, times in the job's zone."""
+    e, next_run, paused, ended, running, counters = snap
+    (run_count, failure_count, skip_count, missed_count, timeout_count, last_scheduled,
+     last_started, last_finished, last_duration, last_status, last_error) = counters
+    zone = e.schedule.timezone
+    policy = e.policy
+    return JobInfo(
+        id=e.id, name=e.name, expression=e.schedule.expression,
+        timezone=e.schedule.zone_name,
+        next_run_time=None if next_run is None else to_local(next_run, zone),
+        paused=paused, running=running, run_count=run_count,
+        failure_count=failure_count, skip_count=skip_count,
+        missed_count=missed_count, timeout_count=timeout_count,
+        last_scheduled_time=None if last_scheduled is None else to_local(last_scheduled, zone),
+        last_started=last_started, last_finished=last_finished,
+        last_duration=last_duration, last_status=last_status,
+        last_error=last_error, overlap=policy.overlap, max_instances=policy.max_instances,
+        misfire_grace_secs=policy.misfire_grace_secs, coalesce=policy.coalesce,
+        jitter_secs=policy.jitter_secs, timeout_secs=policy.timeout_secs, ended=ended,
+    )
+
+
 Bucket = List[Entry]
 
 
@@ -108,12 +163,12 @@ class Registry:
     Scheduled occurrences are grouped by instant: one bucket (a list of entries) per
     distinct time, and one heap item per bucket, so a hundred thousand jobs on a few
     schedules cost a list slot each, not a heap item each. An entry is live in the
-    bucket its ``tick`` points at; rescheduling appends it to another bucket and
+    bucket its ``bucket`` field points at; rescheduling appends it to another bucket and
     leaves a stale reference behind, dropped when its bucket is drained or when
     stale references outnumber live ones (then every bucket is rebuilt).
 
     Per-run timers (jittered starts, timeouts) are few and live in a second heap of
-    ``(when, seq, kind, entry, payload)``; ``pop_due`` returns TICKs in that shape too.
+    ``(when, seq, kind, entry, payload)``; ``pop_due`` returns occurrences in that shape too.
     Sequence numbers are unique, so heap comparisons never reach a list or an entry.
     """
 
@@ -121,13 +176,13 @@ class Registry:
         self._by_id: Dict[uuid.UUID, Entry] = {}
         self._by_name: Dict[str, Entry] = {}
         self._buckets: Dict[float, Bucket] = {}  # open buckets by timestamp
-        self._ticks: List[Tuple[float, int, Bucket]] = []  # heap of the open buckets
-        self._timers: List[HeapItem] = []
+        self._instants: List[Tuple[float, int, Bucket]] = []  # heap of the open buckets
+        self._timers: List[Timer] = []
         self._draining: Bucket = []  # a due bucket taken off the heap, being fired
         self._drain_at = 0.0
         self._drain_pos = 0
         self._seq = 0
-        self._live = 0  # entries whose tick is set
+        self._live = 0  # entries whose bucket is set
         self._refs = 0  # references in open and draining buckets, live or stale
 
     def __len__(self) -> int:
@@ -165,52 +220,58 @@ class Registry:
         if bucket is None:
             bucket = self._buckets[ts] = []
             self._seq += 1
-            heapq.heappush(self._ticks, (ts, self._seq, bucket))
+            heapq.heappush(self._instants, (ts, self._seq, bucket))
         bucket.append(entry)
-        entry.tick = bucket
+        entry.bucket = bucket
         self._live += 1
         self._refs += 1
 
     def unschedule(self, entry: Entry) -> None:
-        if entry.tick is not None:
-            entry.tick = None
+        if entry.bucket is not None:
+            entry.bucket = None
             self._live -= 1
             if self._refs - self._live > max(64, self._live):
                 self._compact()
         entry.next_run = None
 
-    def push(self, when: float, kind: int, entry: Optional[Entry], payload: Any) -> None:
+    def push(self, when: float, kind: TimerKind, entry: Optional[Entry], payload: Any) -> None:
         """Add a per-run timer (DELAYED_START or TIMEOUT)."""
         self._seq += 1
-        heapq.heappush(self._timers, (when, self._seq, kind, entry, payload))
+        heapq.heappush(self._timers, Timer(when, self._seq, kind, entry, payload))
+
+    def shift_timers(self, seconds: float) -> None:
+        """Move every per-run timer by ``seconds`` (after the clock jumped back, so that
+        a jitter delay or a timeout keeps its length on the new timeline)."""
+        self._timers = [t._replace(when=t.when + seconds) for t in self._timers]
+        heapq.heapify(self._timers)
 
     def _compact(self) -> None:
         """Drop stale references (and duplicates: an entry rescheduled to the instant
         it already had is in that bucket twice), and buckets left empty."""
         refs = 0
         for ts, bucket in list(self._buckets.items()):
-            # The same list object stays: live entries' ticks point at it.
-            bucket[:] = [e for e in dict.fromkeys(bucket) if e.tick is bucket]
+            # The same list object stays: live entries point at it.
+            bucket[:] = [e for e in dict.fromkeys(bucket) if e.bucket is bucket]
             refs += len(bucket)
             if not bucket:
                 del self._buckets[ts]
-        self._ticks = [item for item in self._ticks if item[2]]
-        heapq.heapify(self._ticks)
+        self._instants = [item for item in self._instants if item[2]]
+        heapq.heapify(self._instants)
         self._refs = refs + len(self._draining) - self._drain_pos
 
     def _first_bucket(self) -> Optional[Bucket]:
         """The earliest bucket with a live entry, dropping dead ones (and a bucket's
         stale prefix, so the next look is immediate)."""
-        ticks = self._ticks
-        while ticks:
-            bucket = ticks[0][2]
+        instants = self._instants
+        while instants:
+            bucket = instants[0][2]
             for i, entry in enumerate(bucket):
-                if entry.tick is bucket:
+                if entry.bucket is bucket:
                     if i:
                         del bucket[:i]
                         self._refs -= i
                     return bucket
-            ts, _, dead = heapq.heappop(ticks)
+            ts, _, dead = heapq.heappop(instants)
             del self._buckets[ts]
             self._refs -= len(dead)
         return None
@@ -220,7 +281,7 @@ class Registry:
         entry is next."""
         draining = self._draining
         while self._drain_pos < len(draining):
-            if draining[self._drain_pos].tick is draining:
+            if draining[self._drain_pos].bucket is draining:
                 return True
             self._drain_pos += 1
             self._refs -= 1
@@ -233,11 +294,11 @@ class Registry:
         if self._draining_live():
             return self._drain_at
         bucket = self._first_bucket()
-        tick_at = self._ticks[0][0] if bucket is not None else None
-        timer_at = self._timers[0][0] if self._timers else None
-        if tick_at is None or (timer_at is not None and timer_at < tick_at):
+        instant_at = self._instants[0][0] if bucket is not None else None
+        timer_at = self._timers[0].when if self._timers else None
+        if instant_at is None or (timer_at is not None and timer_at < instant_at):
             return timer_at
-        return tick_at
+        return instant_at
 
     def next_run(self) -> Optional[datetime]:
         """The earliest scheduled occurrence (UTC), or None."""
@@ -254,52 +315,58 @@ class Registry:
             return []
         seen: Dict[CronSchedule, datetime] = {}  # schedules hash by identity
         for entry in bucket[:64]:
-            if entry.tick is bucket and entry.next_run is not None:
+            if entry.bucket is bucket and entry.next_run is not None:
                 seen.setdefault(entry.schedule, entry.next_run)
                 if len(seen) == limit:
                     break
         return list(seen.items())
 
-    def pop_due(self, now: float) -> Optional[HeapItem]:
+    def pop_due(self, now: float) -> Optional[Timer]:
         """Pop the earliest live item if it is due at ``now``.
 
-        A TICK comes back as ``(when, 0, TICK, entry, None)`` with the entry's tick
-        cleared; the service reads ``entry.next_run`` and schedules the next one.
+        An occurrence comes back as ``Timer(when, 0, OCCURRENCE, entry, None)`` with the
+        entry's bucket cleared; the caller reads ``entry.next_run`` and schedules the
+        next one.
         """
         while True:
             if self._draining_live():
                 entry = self._draining[self._drain_pos]
                 self._drain_pos += 1
                 self._refs -= 1
-                entry.tick = None
+                entry.bucket = None
                 self._live -= 1
-                return (self._drain_at, 0, TICK, entry, None)
+                return Timer(self._drain_at, 0, TimerKind.OCCURRENCE, entry, None)
             bucket = self._first_bucket()
-            tick_at = self._ticks[0][0] if bucket is not None else None
+            instant_at = self._instants[0][0] if bucket is not None else None
             timers = self._timers
-            if timers and timers[0][0] <= now and (tick_at is None or timers[0][0] < tick_at):
+            if timers and timers[0].when <= now and (
+                    instant_at is None or timers[0].when < instant_at):
                 return heapq.heappop(timers)
-            if bucket is None or tick_at is None or tick_at > now:
+            if bucket is None or instant_at is None or instant_at > now:
                 return None
-            heapq.heappop(self._ticks)
-            del self._buckets[tick_at]
-            self._draining, self._drain_at, self._drain_pos = bucket, tick_at, 0
+            heapq.heappop(self._instants)
+            del self._buckets[instant_at]
+            self._draining, self._drain_at, self._drain_pos = bucket, instant_at, 0
 
-    def drop(self, kind: int) -> List[HeapItem]:
+    def drop(self, kind: TimerKind) -> List[Timer]:
         """Remove and return every timer of ``kind`` (jittered starts at shutdown)."""
-        dropped = [item for item in self._timers if item[2] == kind]
+        dropped = [t for t in self._timers if t.kind == kind]
         if dropped:
-            self._timers = [item for item in self._timers if item[2] != kind]
+            self._timers = [t for t in self._timers if t.kind != kind]
             heapq.heapify(self._timers)
         return dropped
 
-    def live_ticks(self) -> int:
-        """Entries scheduled in a bucket, counted from the buckets themselves (a
-        consistency check for tests; also checks the running counts)."""
+    def check_invariants(self) -> Tuple[int, int]:
+        """Assert the invariants in the module docstring; return the number of
+        scheduled entries and of references kept in buckets, live or stale (for tests,
+        after stress runs)."""
         buckets = [*self._buckets.values(), self._draining]
-        live = {id(e) for b in buckets for e in b if e.tick is b}
+        live = {id(e) for b in buckets for e in b if e.bucket is b}
         refs = sum(len(b) for b in self._buckets.values())
-        assert len(self._ticks) == len(self._buckets)
+        assert len(self._instants) == len(self._buckets)
         assert (self._live, self._refs) == (
             len(live), refs + len(self._draining) - self._drain_pos)
-        return len(live)
+        for entry in self._by_id.values():
+            if entry.bucket is not None:
+                assert entry.next_run is not None and not entry.paused
+        return len(live), refs

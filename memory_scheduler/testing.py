@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator, List, Optional, Protocol, Union
 
 from . import AlreadyRunning, InvalidValue, RunResult, SchedulerConfig, SchedulerService
 
-__all__ = ["Clock", "library_threads", "make_scheduler", "scheduler", "simulate"]
+__all__ = ["Clock", "check_invariants", "library_threads", "make_scheduler", "scheduler",
+           "simulate"]
 
 
 class Clock(Protocol):
@@ -81,6 +82,13 @@ def library_threads(prefix: str = "memory_scheduler") -> List[threading.Thread]:
     """Live threads whose name starts with ``prefix`` (the library names all of its
     threads after ``SchedulerConfig.thread_name_prefix``)."""
     return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+def check_invariants(service: SchedulerService) -> int:
+    """Assert the service's internal invariants (the registry's heap, the run book's
+    overlap slots, the pool's counters; see registry.py, runs.py and pool.py); for
+    tests, after stress runs. Returns the number of jobs with a scheduled next run."""
+    return service._check_invariants()
 
 
 def _scheduler_factory() -> Iterator[Callable[..., SchedulerService]]:

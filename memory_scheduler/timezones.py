@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, tzinfo
 from datetime import timezone as _dt_timezone
-from datetime import tzinfo
 from typing import Union
 from zoneinfo import ZoneInfo
 
 from .errors import InvalidTimezone
 
-__all__ = ["ZoneLike", "resolve_zone", "zone_name"]
+__all__ = ["ZoneLike", "resolve_zone", "to_local", "zone_name"]
 
 ZoneLike = Union[str, tzinfo]
 
@@ -70,3 +70,13 @@ def zone_name(zone: tzinfo) -> str:
     if zone is _dt_timezone.utc:
         return "UTC"
     return str(zone)
+
+
+def to_local(when: datetime, zone: tzinfo) -> datetime:
+    """The aware UTC instant ``when`` as a local time in ``zone``, with ``fold`` set for
+    the second pass of a repeated hour.
+
+    Not ``when.astimezone(zone)``: freezegun's datetime class rebuilds the result of
+    ``astimezone`` without its ``fold``, naming the instant an hour earlier.
+    """
+    return zone.fromutc(when.replace(tzinfo=zone))

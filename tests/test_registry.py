@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from memory_scheduler.cron import CronSchedule
 from memory_scheduler.job import DEFAULT_POLICY, new_job_id
-from memory_scheduler.registry import DELAYED_START, TICK, TIMEOUT, Entry, Registry
+from memory_scheduler.registry import Entry, Registry, TimerKind
 
 UTC = timezone.utc
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
@@ -32,8 +32,12 @@ def at(second: int) -> datetime:
     return BASE + timedelta(seconds=second)
 
 
+def live(reg: Registry) -> int:
+    return reg.check_invariants()[0]
+
+
 def stored_refs(reg: Registry) -> int:
-    return sum(len(bucket) for bucket in reg._buckets.values())
+    return reg.check_invariants()[1]
 
 
 # Few entries and few instants, so that buckets are shared, entries come back to the
@@ -67,7 +71,8 @@ def test_registry_agrees_with_a_model(ops: List[Tuple[str, int, int]]) -> None:
             present.discard(i)
             ticks.pop(i, None)
         elif op == "timer":
-            reg.push(at(t).timestamp(), TIMEOUT if i % 2 else DELAYED_START, None, (t, i))
+            kind = TimerKind.TIMEOUT if i % 2 else TimerKind.DELAYED_START
+            reg.push(at(t).timestamp(), kind, None, (t, i))
             timers.append((t, i))
         elif op == "pop":
             item = reg.pop_due(at(t).timestamp())
@@ -76,22 +81,22 @@ def test_registry_agrees_with_a_model(ops: List[Tuple[str, int, int]]) -> None:
                 assert item is None
                 continue
             assert item is not None
-            assert item[0] == at(min(due)).timestamp()
-            if item[2] == TICK:
-                assert item[3] is not None
-                popped = entries.index(item[3])
+            assert item.when == at(min(due)).timestamp()
+            if item.kind is TimerKind.OCCURRENCE:
+                assert item.entry is not None
+                popped = entries.index(item.entry)
                 assert ticks.pop(popped) == min(due)
-                assert item[3].tick is None and item[3].next_run == at(min(due))
+                assert item.entry.bucket is None and item.entry.next_run == at(min(due))
             else:
-                timers.remove(item[4])
-        assert reg.live_ticks() == len(ticks)  # also checks the running counts
+                timers.remove(item.payload)
+        assert live(reg) == len(ticks)
         earliest = min(ticks.values(), default=None)
         assert reg.next_run() == (None if earliest is None else at(earliest))
         soonest = min([*ticks.values(), *(s for s, _ in timers)], default=None)
         assert reg.peek_time() == (None if soonest is None else at(soonest).timestamp())
         for k, entry in enumerate(entries):
             if k in present:
-                assert (entry.tick is not None) == (k in ticks)
+                assert (entry.bucket is not None) == (k in ticks)
 
 
 def test_a_due_instant_returns_each_of_its_entries_once() -> None:
@@ -103,11 +108,11 @@ def test_a_due_instant_returns_each_of_its_entries_once() -> None:
     reg.schedule(entries[3], at(20))
     popped: List[Optional[Entry]] = []
     while (item := reg.pop_due(at(10).timestamp())) is not None:
-        popped.append(item[3])
+        popped.append(item.entry)
     assert sorted(e.name for e in popped if e) == ["e0", "e1", "e2", "e4"]
     assert len(popped) == 4
-    assert reg.live_ticks() == 1
-    assert len(reg._buckets) == 1
+    assert live(reg) == 1
+    assert stored_refs(reg) == 1
 
 
 def test_rescheduling_one_entry_over_and_over_keeps_references_bounded() -> None:
@@ -119,8 +124,8 @@ def test_rescheduling_one_entry_over_and_over_keeps_references_bounded() -> None
         reg.schedule(busy, at(n % 3))  # pause/resume churn, partly to the same instant
         if n % 2:
             reg.unschedule(busy)
-    assert reg.live_ticks() == 10
-    assert stored_refs(reg) <= 2 * reg.live_ticks() + 65
+    assert live(reg) == 10
+    assert stored_refs(reg) <= 2 * live(reg) + 65
 
 
 def test_removing_most_entries_shrinks_the_buckets() -> None:
@@ -128,7 +133,7 @@ def test_removing_most_entries_shrinks_the_buckets() -> None:
     entries = [added(reg, f"e{i}", at(i % 50)) for i in range(10_000)]
     for entry in entries[:-10]:
         reg.remove(entry)
-    assert reg.live_ticks() == 10
+    assert live(reg) == 10
     assert stored_refs(reg) <= 2 * 10 + 65
     assert len(reg) == 10
 
@@ -137,12 +142,12 @@ def test_an_entry_moved_while_its_instant_is_being_drained_comes_at_its_new_time
     reg = Registry()
     first, second = added(reg, "first", at(10)), added(reg, "second", at(10))
     item = reg.pop_due(at(10).timestamp())
-    assert item is not None and item[3] is first
+    assert item is not None and item.entry is first
     reg.schedule(second, at(30))
     assert reg.pop_due(at(10).timestamp()) is None
     assert reg.next_run() == at(30)
     item = reg.pop_due(at(30).timestamp())
-    assert item is not None and item[3] is second and item[0] == at(30).timestamp()
+    assert item is not None and item.entry is second and item.when == at(30).timestamp()
 
 
 def test_coming_schedules_are_the_distinct_schedules_of_the_earliest_instant() -> None:
@@ -165,7 +170,7 @@ def test_a_duplicate_left_in_a_drained_instant_is_not_due() -> None:
     entry = added(reg, "twice", at(0))
     reg.schedule(entry, at(0))
     item = reg.pop_due(at(0).timestamp())
-    assert item is not None and item[3] is entry
+    assert item is not None and item.entry is entry
     assert (reg.peek_time(), reg.next_run()) == (None, None)
     assert reg.pop_due(at(0).timestamp()) is None
-    assert reg.live_ticks() == 0
+    assert live(reg) == 0

@@ -30,6 +30,7 @@ from memory_scheduler import (
     SchedulerService,
     current_run,
 )
+from memory_scheduler.testing import check_invariants
 
 UTC = timezone.utc
 T0 = "2026-03-01 00:00:00"
@@ -416,27 +417,6 @@ def test_calls_from_inside_a_running_job(make_service: Factory) -> None:
         assert wait_until(lambda: [j.name for j in svc.jobs()] == ["child"])
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_the_pool_makes_its_first_threads_just_before_the_first_due_instant(
-        make_service: Factory, workers: int) -> None:
-    def pool_threads() -> int:
-        return sum("worker" in t.name for t in library_threads("warm"))
-
-    with freeze_time(T0) as frozen:
-        svc = make_service(max_workers=workers, thread_name_prefix="warm")
-        svc.add_cron_job("minutely", "* * * * *", lambda: None)
-        svc.start()
-        svc.wakeup()
-        # A minute away: an idle service holds no pool thread.
-        assert not wait_until(lambda: pool_threads() > 0, timeout=0.1)
-        frozen.tick(timedelta(seconds=59, microseconds=999_000))  # 1 ms before it
-        svc.wakeup()
-        assert wait_until(lambda: pool_threads() == min(2, workers))
-        assert svc.get_job("minutely").run_count == 0
-        svc.shutdown()
-    assert library_threads("warm") == []
-
-
 def test_blocking_runs_due_together_use_every_worker_and_no_more(
         make_service: Factory) -> None:
     started: queue.Queue[str] = queue.Queue()
@@ -501,8 +481,7 @@ def test_concurrent_adds_and_removes_keep_the_registry_consistent(
     infos = svc.jobs()
     assert len(infos) == 300
     assert len({i.id for i in infos}) == 300
-    with svc._cond:
-        assert svc._registry.live_ticks() == 300
+    assert check_invariants(svc) == 300
     svc.shutdown()
 
 
