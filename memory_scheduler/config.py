@@ -92,6 +92,17 @@ class SchedulerConfig:
                 "expected a non-empty string"
             )
 
+    def shutdown_timeout(self, timeout: Optional[float]) -> float:
+        """``timeout``, or ``shutdown_timeout_secs`` for None; raises InvalidValue if it
+        is negative or not a number."""
+        if timeout is None:
+            return self.shutdown_timeout_secs
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
+            0 <= timeout <= threading.TIMEOUT_MAX
+        ):
+            raise InvalidValue(f"shutdown timeout {timeout!r}: expected a number >= 0")
+        return timeout
+
     def parse_timezone(self) -> ZoneInfo:
         """The ZoneInfo of ``default_timezone``. Raises :class:`InvalidTimezone`."""
         zone = resolve_zone(self.default_timezone)

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Iterator, NamedTuple
 
 from .errors import InvalidCron, InvalidValue
-from .timezones import ZoneLike, resolve_zone, zone_name
+from .timezones import ZoneLike, resolve_zone, to_local, zone_name
 
 __all__ = ["CronSchedule", "validate_cron_expression"]
 
@@ -459,7 +459,7 @@ class CronSchedule:
         Raises:
             InvalidValue: ``dt`` is naive, or the schedule has no run before year 9999.
         """
-        return self.next_utc(dt).astimezone(self.timezone)
+        return to_local(self.next_utc(dt), self.timezone)
 
     def next_utc(self, dt: datetime) -> datetime:
         """``next_after`` in UTC: what the scheduler's heap keeps, without the round
@@ -504,7 +504,7 @@ class CronSchedule:
             wall = spec.next_wall((u + off).replace(tzinfo=None))
             return None if wall is None else (wall - off).replace(tzinfo=_UTC)
         zone = self.timezone
-        local = u.astimezone(zone)
+        local = to_local(u, zone)
         wall = local.replace(tzinfo=None, fold=0)
         start = wall
         look_back = False
@@ -557,14 +557,14 @@ def _offsets(zone: tzinfo, wall: datetime) -> tuple[timedelta, timedelta]:
 
 def _transition(zone: tzinfo, before: datetime, after: datetime) -> datetime:
     """The first instant in (before, after] whose offset equals ``after``'s."""
-    target = after.astimezone(zone).utcoffset()
+    target = to_local(after, zone).utcoffset()
     lo, hi = before, after
     while hi - lo > _ONE_SECOND:
         mid = lo + (hi - lo) / 2
         mid = mid.replace(microsecond=0)
         if mid <= lo:
             mid = lo + _ONE_SECOND
-        if mid.astimezone(zone).utcoffset() == target:
+        if to_local(mid, zone).utcoffset() == target:
             hi = mid
         else:
             lo = mid

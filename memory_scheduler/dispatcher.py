@@ -15,15 +15,11 @@ from typing import Callable, List
 
 from .clock import utc_now
 from .events import Listeners, Notifier, Outbox
-from .firing import Firing
+from .firing import SLICE, Firing
 from .registry import Registry
 from .runs import Run
 
-__all__ = ["Dispatcher", "SLICE"]
-
-#: Due items handled per lock hold. A big instant (200,000 jobs at once) is handed over
-#: in slices, so that public calls and shutdown() get the lock within milliseconds.
-SLICE = 1000
+__all__ = ["Dispatcher"]
 # Wake a little early and finish with a short wait: after a long sleep the thread wakes
 # up to ~0.7 ms late, after a short one ~0.1 ms (bench/RESULTS.md, latency).
 _FINAL_WAIT = 0.002  # seconds

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from datetime import datetime, timedelta
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
@@ -18,13 +19,17 @@ from .clock import ClockWatch
 from .cron import CronSchedule
 from .errors import InvalidValue
 from .events import EventKind, Outbox
-from .job import RunStatus
+from .job import RunResult, RunStatus
 from .registry import Entry, Registry, TimerKind
 from .runs import Run, RunBook, log_extra
 from .timezones import to_local
 
-__all__ = ["MAX_CATCHUP_RUNS", "MAX_MISSED_LISTED", "Collected", "Decision", "Firing", "decide"]
+__all__ = ["MAX_CATCHUP_RUNS", "MAX_MISSED_LISTED", "SLICE", "Collected", "Decision", "Firing",
+           "decide"]
 
+#: Due items handled per lock hold. A big instant (200,000 jobs at once) is handed over
+#: in slices, so that public calls and shutdown() get the lock within milliseconds.
+SLICE = 1000
 #: With ``coalesce=False``, the most missed occurrences one wake-up runs per job; the
 #: rest are recorded as missed. A long suspend never queues thousands.
 MAX_CATCHUP_RUNS = 100
@@ -180,6 +185,24 @@ class Firing:
                 else:  # pragma: no cover - timers always carry their entry
                     raise
         return Collected(runs, not_run, True)
+
+    def collect_all(self, cond: threading.Condition, now: datetime, outbox: Outbox
+                    ) -> Tuple[List[Run], List[RunResult]]:
+        """For run_pending() (no lock held): collect everything due, a slice at a time
+        so that other threads get the lock in between. Returns the runs and the
+        results of the occurrences that do not run."""
+        runs: List[Run] = []
+        results: List[RunResult] = []
+        more = True
+        while more:
+            with cond:
+                self.observe(now, outbox)
+                collected = self.collect_due(now, outbox, sync=True, budget=SLICE)
+            runs.extend(collected.runs)
+            more = collected.more
+            results.extend(RunResult(e.id, e.name, to_local(when, e.schedule.timezone), status)
+                           for e, when, status in collected.not_run)
+        return runs, results
 
     def fire(self, entry: Entry, now: datetime, outbox: Outbox,
              not_run: Optional[List[Tuple[Entry, datetime, RunStatus]]]) -> Optional[Run]:

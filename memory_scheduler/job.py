@@ -15,7 +15,7 @@ import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from .cron import validate_cron_expression
 from .errors import InvalidValue
@@ -161,6 +161,8 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy("skip", None, None, True, 0.0, None)
+_OPTIONS = ("overlap", "max_instances", "misfire_grace_secs", "coalesce", "jitter_secs",
+            "timeout_secs")
 _POLICIES: Dict[Tuple[object, ...], Policy] = {}
 
 
@@ -182,6 +184,19 @@ def make_policy(overlap: str = "skip", max_instances: Optional[int] = None,
             _POLICIES.clear()
         _POLICIES[key] = policy
     return policy
+
+
+def pop_replace_existing(options: Dict[str, Any]) -> bool:
+    """Check ``add_cron_job``'s keyword option names; remove and return
+    ``replace_existing``. Raises InvalidValue naming an unknown option."""
+    replace_existing = options.pop("replace_existing", False)
+    if not isinstance(replace_existing, bool):
+        raise InvalidValue(f"replace_existing={replace_existing!r}: expected a bool")
+    for key in options:
+        if key not in _OPTIONS:
+            raise InvalidValue(f"unknown job option {key!r}; known options: "
+                               f"{', '.join(_OPTIONS)}, replace_existing")
+    return replace_existing
 
 
 def policy_of(job: Job) -> Policy:

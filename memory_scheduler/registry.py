@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from .cron import CronSchedule
+from .errors import InvalidValue, JobNotFound
 from .job import JobInfo, Policy, RunStatus
 from .timezones import to_local
 
@@ -196,6 +197,29 @@ class Registry:
 
     def by_name(self, name: str) -> Optional[Entry]:
         return self._by_name.get(name)
+
+    def lookup(self, key: object) -> Entry:
+        """The entry with this id (a UUID, or its text) or name.
+
+        Raises:
+            JobNotFound: no such job.
+            InvalidValue: ``key`` is neither a UUID nor a string.
+        """
+        entry: Optional[Entry] = None
+        if isinstance(key, uuid.UUID):
+            entry = self._by_id.get(key)
+        elif isinstance(key, str):
+            entry = self._by_name.get(key)
+            if entry is None:
+                try:
+                    entry = self._by_id.get(uuid.UUID(key))
+                except ValueError:
+                    entry = None
+        else:
+            raise InvalidValue(f"job key {key!r}: expected a UUID or a job name")
+        if entry is None:
+            raise JobNotFound(f"no job with id or name {str(key)!r}")
+        return entry
 
     def is_live(self, entry: Entry) -> bool:
         return self._by_id.get(entry.id) is entry

@@ -11,13 +11,14 @@ book, the pool's queue and counters, and ``_running``. Nothing foreign runs unde
 delivered after the lock is released. Every change that can move the earliest due time
 notifies ``_cond``, on which the dispatcher sleeps.
 
-An occurrence goes from due to recorded through: ``Firing.collect_due`` (decides, under
-the lock) -> ``_admit`` (the seam every run passes, no lock held) -> ``RunPool`` or
-``RunBook.run_inline`` (starts, calls, records).
+An occurrence goes from due to recorded through ``Firing.collect_due`` (decides, under
+the lock), ``Admission.admit`` (the seam every run passes, no lock held), then
+``RunPool`` or ``RunBook.run_inline`` (starts, calls, records): see runs.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -25,11 +26,12 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, List, Optional, TypeVar, Union
 
+from .admission import Admission
 from .clock import utc_now
 from .config import SchedulerConfig
 from .cron import CronSchedule
-from .dispatcher import SLICE, Dispatcher
-from .errors import AlreadyRunning, DuplicateJob, InvalidValue, JobNotFound, NotRunning
+from .dispatcher import Dispatcher
+from .errors import AlreadyRunning, DuplicateJob, InvalidValue, NotRunning
 from .events import EventKind, Listener, Listeners, Notifier, Outbox, logger
 from .firing import MAX_CATCHUP_RUNS, Firing
 from .job import (
@@ -42,19 +44,17 @@ from .job import (
     make_policy,
     new_job_id,
     policy_of,
+    pop_replace_existing,
 )
 from .pool import RunPool
 from .registry import Entry, Registry, TimerKind, job_info, snapshot
 from .runs import Run, RunBook
-from .timezones import resolve_zone, to_local, zone_name
+from .timezones import resolve_zone, zone_name
 
 __all__ = ["MAX_CATCHUP_RUNS", "SchedulerService"]
 
 JobKey = Union[uuid.UUID, str]
 F = TypeVar("F", bound=Callable[[], object])
-_UTC = timezone.utc
-_OPTIONS = tuple(f for f in Job.__dataclass_fields__
-                 if f not in ("name", "expression", "func", "timezone"))
 
 
 class SchedulerService:
@@ -70,14 +70,13 @@ class SchedulerService:
     """
 
     def __init__(self, config: Optional[SchedulerConfig] = None) -> None:
-        if config is None:
-            config = SchedulerConfig()
+        config = SchedulerConfig() if config is None else config
         if not isinstance(config, SchedulerConfig):
             raise InvalidValue(f"config must be a SchedulerConfig, got {type(config).__name__}")
         self._config = config
         self._default_zone = config.parse_timezone()
         self._cond = threading.Condition(threading.Lock())
-        # Guarded by _cond's lock (the parts say which of their methods expect it held):
+        # Guarded by _cond's lock (each part says which of its methods expect it held):
         self._registry = Registry()
         self._listeners = Listeners()
         self._book = RunBook(self._cond, self._registry, self._listeners)
@@ -86,7 +85,7 @@ class SchedulerService:
         self._pool: Optional[RunPool] = None  # this start's workers
         self._dispatcher: Optional[Dispatcher] = None
         self._token = threading.Event()
-        # Not guarded: it has a lock of its own.
+        self._admission = Admission()  # the seam every run passes; no state of its own
         self._notifier = Notifier(self._listeners, f"{config.thread_name_prefix}-events")
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -141,21 +140,15 @@ class SchedulerService:
 
         Sets ``shutdown_token`` and every running job's cancel token, then waits up to
         ``timeout`` seconds (default ``config.shutdown_timeout_secs``) for running jobs
-        to return. Runs not started yet (waiting for a worker or for their jitter delay,
-        catch-up runs) are dropped and counted as missed. Python threads cannot be
-        killed: a job that ignores its token keeps its worker thread until it returns;
-        its name is logged at WARNING.
+        to return. Runs not started (waiting for a worker or their jitter delay, catch-up
+        runs) are dropped, counted as missed. Threads cannot be killed: a job ignoring
+        its token keeps its worker until it returns; its name is logged at WARNING.
 
         Raises:
             NotRunning: the service is not running.
             InvalidValue: ``timeout`` is negative or not a number.
         """
-        if timeout is None:
-            timeout = self._config.shutdown_timeout_secs
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
-            0 <= timeout <= threading.TIMEOUT_MAX
-        ):
-            raise InvalidValue(f"shutdown timeout {timeout!r}: expected a number >= 0")
+        timeout = self._config.shutdown_timeout(timeout)
         outbox = Outbox(self._listeners)
         with self._cond:
             if not self._running:
@@ -192,10 +185,8 @@ class SchedulerService:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        try:
+        with contextlib.suppress(NotRunning):  # another thread shut it down first
             self.shutdown()
-        except NotRunning:  # another thread (or the block itself) shut it down first
-            pass
 
     def wakeup(self) -> None:
         """Make the dispatcher re-read the clock now (after moving a frozen clock)."""
@@ -224,13 +215,7 @@ class SchedulerService:
         ``options`` are Job's keyword options plus ``replace_existing``; an unknown
         option raises :class:`InvalidValue` naming it.
         """
-        replace_existing = options.pop("replace_existing", False)
-        if not isinstance(replace_existing, bool):
-            raise InvalidValue(f"replace_existing={replace_existing!r}: expected a bool")
-        for key in options:
-            if key not in _OPTIONS:
-                raise InvalidValue(f"unknown job option {key!r}; known options: "
-                                   f"{', '.join(_OPTIONS)}, replace_existing")
+        replace_existing = pop_replace_existing(options)
         # The checks Job() makes, without building one (bench/RESULTS.md: registration).
         check_job(name, cron_expr, job_fn, timezone)
         policy = make_policy(**options) if options else DEFAULT_POLICY
@@ -278,11 +263,8 @@ class SchedulerService:
         return register
 
     def remove_job(self, key: JobKey) -> None:
-        """Remove a job by id or name. A run already going finishes; no later run starts.
-
-        Raises:
-            JobNotFound: no such job.
-        """
+        """Remove a job by id or name. A run already going finishes; no later run
+        starts. Raises JobNotFound."""
         self._change(key, "remove")
 
     def pause_job(self, key: JobKey) -> None:
@@ -290,16 +272,13 @@ class SchedulerService:
         self._change(key, "pause")
 
     def resume_job(self, key: JobKey) -> None:
-        """Resume a paused job from now: missed occurrences are not caught up.
-
-        Raises JobNotFound.
-        """
+        """Resume a paused job from now, without catch-up runs. Raises JobNotFound."""
         self._change(key, "resume")
 
     def _change(self, key: JobKey, change: str) -> None:
         outbox = Outbox(self._listeners)
         with self._cond:
-            entry = self._lookup(key)
+            entry = self._registry.lookup(key)
             if change == "remove":
                 self._registry.remove(entry)
                 outbox.event(EventKind.JOB_REMOVED, entry)
@@ -319,14 +298,14 @@ class SchedulerService:
     def get_job(self, key: JobKey) -> JobInfo:
         """A frozen snapshot of one job. Raises JobNotFound."""
         with self._cond:
-            snap = snapshot(self._lookup(key))
-        return job_info(snap)
+            snap = snapshot(self._registry.lookup(key))
+        return job_info(snap)  # the zone conversion, outside the lock
 
     def jobs(self) -> List[JobInfo]:
         """Snapshots of every job, soonest next run first; paused jobs last."""
         with self._cond:
             snaps = [snapshot(entry) for entry in self._registry]
-        far = datetime.max.replace(tzinfo=_UTC)
+        far = datetime.max.replace(tzinfo=timezone.utc)
         infos = [job_info(snap) for snap in snaps]
         return sorted(infos, key=lambda i: (i.next_run_time or far, i.name))
 
@@ -346,7 +325,7 @@ class SchedulerService:
         outbox = Outbox(self._listeners)
         run: Optional[Run] = None
         with self._cond:
-            entry = self._lookup(key)
+            entry = self._registry.lookup(key)
             if not self._running:
                 raise NotRunning("run_job_now needs a running scheduler")
             now = utc_now()
@@ -386,28 +365,17 @@ class SchedulerService:
     def run_pending(self) -> List[RunResult]:
         """Run every occurrence due now, in this thread, in scheduled-time order.
 
-        Applies the same policies as the dispatcher (pause, overlap, misfire,
-        coalesce, DST rules) except jitter, which is not applied. Works whether or
-        not the service is started; an occurrence is handled by exactly one of
-        run_pending() and the dispatcher. Returns what happened to each occurrence.
+        Applies the dispatcher's policies (pause, overlap, misfire, coalesce, DST rules)
+        but jitter. Works whether or not the service is started; an occurrence is
+        handled by exactly one of run_pending() and the dispatcher. Returns what
+        happened to each occurrence.
         """
-        now = utc_now()
         outbox = Outbox(self._listeners)
-        results: List[RunResult] = []
-        runs: List[Run] = []
-        more = True
-        while more:  # in slices, so that other threads get the lock in between
-            with self._cond:
-                self._firing.observe(now, outbox)
-                collected = self._firing.collect_due(now, outbox, sync=True, budget=SLICE)
-            runs.extend(collected.runs)
-            more = collected.more
-            results.extend(RunResult(e.id, e.name, to_local(when, e.schedule.timezone), status)
-                           for e, when, status in collected.not_run)
+        runs, results = self._firing.collect_all(self._cond, utc_now(), outbox)
         reserved = list(runs)
         try:
             outbox.deliver(self._listeners)
-            for run in self._admit(runs):
+            for run in self._admission.admit(runs):
                 results.extend(self._book.run_inline(run, reserved))
         finally:
             # A KeyboardInterrupt or SystemExit (from a job or a listener) must not
@@ -420,48 +388,13 @@ class SchedulerService:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _admit(self, runs: List[Run]) -> List[Run]:
-        """The seam: every run passes here after the dispatcher, run_pending() or
-        run_job_now() decided it runs, and before a worker calls its job (no lock held).
-        Without a run store every run is admitted; a run store claims them here."""
-        return runs
-
     def _hand_over(self, runs: List[Run], outbox: Outbox) -> None:
         """No lock held: admit runs and queue them for the pool (the dispatcher calls it
         with the runs of one slice)."""
-        admitted = self._admit(runs)
+        admitted = self._admission.admit(runs)
         with self._cond:
             pool = self._pool
-        if pool is None:  # shut down meanwhile
-            with self._cond:
-                for run in admitted:
-                    self._book.drop(run, outbox, "the scheduler is shutting down")
-            return
-        pool.submit(admitted, outbox)
-
-    def _lookup(self, key: JobKey) -> Entry:
-        """Caller holds the lock."""
-        entry: Optional[Entry] = None
-        if isinstance(key, uuid.UUID):
-            entry = self._registry.get(key)
-        elif isinstance(key, str):
-            entry = self._registry.by_name(key)
-            if entry is None:
-                try:
-                    entry = self._registry.get(uuid.UUID(key))
-                except ValueError:
-                    entry = None
-        else:
-            raise InvalidValue(f"job key {key!r}: expected a UUID or a job name")
-        if entry is None:
-            raise JobNotFound(f"no job with id or name {str(key)!r}")
-        return entry
-
-    def _check_invariants(self) -> int:
-        """Assert the registry's and the run book's invariants; see testing.py."""
-        with self._cond:
-            self._book.check_invariants()
-            pool = self._pool
-            if pool is not None:
-                assert 0 <= pool.starting <= pool.drainers <= self._config.max_workers
-            return self._registry.check_invariants()[0]
+            for run in admitted if pool is None else ():  # shut down meanwhile
+                self._book.drop(run, outbox, "the scheduler is shutting down")
+        if pool is not None:
+            pool.submit(admitted, outbox)

@@ -88,7 +88,12 @@ def check_invariants(service: SchedulerService) -> int:
     """Assert the service's internal invariants (the registry's heap, the run book's
     overlap slots, the pool's counters; see registry.py, runs.py and pool.py); for
     tests, after stress runs. Returns the number of jobs with a scheduled next run."""
-    return service._check_invariants()
+    with service._cond:
+        service._book.check_invariants()
+        pool = service._pool
+        if pool is not None:
+            assert 0 <= pool.starting <= pool.drainers <= service.config.max_workers
+        return service._registry.check_invariants()[0]
 
 
 def _scheduler_factory() -> Iterator[Callable[..., SchedulerService]]:
