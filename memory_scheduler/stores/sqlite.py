@@ -403,12 +403,16 @@ class SQLiteStore(RunStore):
                         (ns, job, at, me, tok, now, now + lease_us) for _, job, at, tok in plain])
                     # The common burst: every key new, no need to read any back.
                     all_won = cur.rowcount == len(plain)
+                    if not all_won:
+                        token = first_token  # hand out only the tokens that won
                     for i, job, at, tok in plain:
                         if all_won:
                             slots[i] = (Outcome.WON, (tok, 1, now + lease_us), None)
                         else:
                             row = conn.execute(_SELECT_ROW, (ns, job, at)).fetchone()
                             slots[i] = _classify(row, tok, me)
+                            if row[2] == tok:
+                                token = tok
                 for i in exclusive:
                     job, at, _ = reqs[i]
                     row = conn.execute(_SELECT_ROW, (ns, job, at)).fetchone()
