@@ -70,9 +70,10 @@ def test_a_store_instance_is_returned_unchanged() -> None:
 
 
 @pytest.mark.parametrize("url, match", [
-    ("postgresql://db/app", "PostgreSQL store is not available yet.*memory_scheduler\\[postgresql\\]"),
+    ("postgresql://db/app",
+     r"PostgreSQL store is not available yet.*memory_scheduler\[postgresql\]"),
     ("postgresql+psycopg://db/app", "PostgreSQL store is not available yet"),
-    ("redis://localhost:6379/0", "Redis store is not available yet.*memory_scheduler\\[redis\\]"),
+    ("redis://localhost:6379/0", r"Redis store is not available yet.*memory_scheduler\[redis\]"),
     ("mysql://db", "unknown scheme 'mysql'"),
     ("scheduler.db", "expected scheme://"),
     ("memory://x", "takes nothing after it"),
@@ -110,7 +111,7 @@ def test_a_text_file_is_refused_and_left_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("remember the milk\n" * 100)
     before = snapshot(tmp_path)
-    with pytest.raises(StoreError, match="not a run store.*left unchanged"):
+    with pytest.raises(StoreError, match=r"not a run store.*left unchanged"):
         SQLiteStore(path)
     assert snapshot(tmp_path) == before
 
@@ -122,7 +123,7 @@ def test_another_applications_database_is_refused_and_left_unchanged(tmp_path: P
         conn.execute("INSERT INTO users (name) VALUES ('ada')")
     conn.close()
     before = snapshot(tmp_path)
-    with pytest.raises(StoreError, match="not a run store .it holds other tables: users"):
+    with pytest.raises(StoreError, match=r"not a run store \(it holds other tables: users\)"):
         open_store(f"sqlite:///{path}")
     assert snapshot(tmp_path) == before
 

@@ -208,6 +208,16 @@ def test_lease_expires_exactly_at_lease_until(stores: Stores,
     assert b.claim("report", T0 + timedelta(seconds=10), LEASE, exclusive=True).won
 
 
+def test_an_expired_lease_no_longer_makes_an_exclusive_claim_busy(
+        stores: Stores, clock: FrozenDateTimeFactory) -> None:
+    a, b = stores("a"), stores("b")
+    claim = a.claim("sync", T0, LEASE).claim
+    assert claim is not None
+    clock.move_to(claim.lease_until)  # expired, not swept yet
+    assert b.claim("sync", claim.lease_until, LEASE, exclusive=True).won
+    assert states(a, "sync") == ["running", "running"]
+
+
 def test_renew_extends_every_lease_of_the_owner(stores: Stores,
                                                clock: FrozenDateTimeFactory) -> None:
     a, b = stores("a"), stores("b")
