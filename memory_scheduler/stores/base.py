@@ -77,6 +77,7 @@ __all__ = [
     "ClaimResult",
     "Clock",
     "FingerprintMismatch",
+    "InstantCache",
     "Outcome",
     "RunRecord",
     "RunState",
@@ -141,14 +142,16 @@ class ClaimRequest(NamedTuple):
     exclusive: bool = False
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
     """A won occurrence: the right to run it while the lease holds.
 
     ``lease_until`` is in the store's clock. ``valid_until_mono`` is the holder's own
     deadline in ``time.monotonic()``: the time the request was sent plus the lease minus
     a margin. Past it, without a successful renew, the holder must assume the lease lost
     (self-fencing; nobody can sweep the row before ``lease_until``).
+
+    A NamedTuple rather than a frozen dataclass: a burst builds ten thousand of them,
+    and a tuple is built three times faster.
     """
 
     job: str
@@ -160,12 +163,11 @@ class Claim:
     valid_until_mono: float
 
 
-@dataclass(frozen=True)
-class ClaimResult:
-    """The answer to one :class:`ClaimRequest`.
+class ClaimResult(NamedTuple):
+    """The answer to one :class:`ClaimRequest` (a NamedTuple, like :class:`Claim`).
 
     ``claim`` is set for WON only; ``holder`` is the owner of the existing row for TAKEN
-    and of the live run for BUSY; ``server_now`` is the store's clock when it decided
+    and of a live run for BUSY; ``server_now`` is the store's clock when it decided
     (None for UNAVAILABLE), so a caller can re-queue an EARLY claim; ``detail`` says why
     the store was UNAVAILABLE.
     """
@@ -259,15 +261,33 @@ def check_state(value: object, allowed: Collection[RunState], method: str) -> Ru
 
 
 def check_requests(items: Sequence[ClaimRequest]) -> List[Tuple[str, int, bool]]:
-    """Validate a batch before anything is written: (job, epoch µs, exclusive) each."""
+    """Validate a batch before anything is written: (job, epoch µs, exclusive) each.
+
+    A burst names one instant many times: each distinct datetime is converted once.
+    """
     out = []
+    seen: Dict[datetime, int] = {}
     for item in items:
         if not isinstance(item, tuple) or len(item) not in (2, 3):
             raise InvalidValue(f"claim request {item!r}: expected ClaimRequest(job, "
                                "scheduled_utc, exclusive=False)")
-        req = ClaimRequest(*item)
-        out.append((check_name("job", req.job), to_us(req.scheduled_utc), bool(req.exclusive)))
+        job, when = item[0], item[1]
+        if type(job) is not str or not job:
+            check_name("job", job)
+        try:
+            at = seen[when]
+        except (KeyError, TypeError):  # TypeError: unhashable, to_us will say what it is
+            at = seen[when] = to_us(when)
+        out.append((job, at, len(item) == 3 and bool(item[2])))
     return out
+
+
+class InstantCache(Dict[int, datetime]):
+    """:func:`from_us` memoised for one batch, where one instant recurs many times."""
+
+    def __missing__(self, key: int) -> datetime:
+        value = self[key] = from_us(key)
+        return value
 
 
 def self_fence_deadline(sent_mono: float, answered_mono: float, lease_secs: float) -> float:

@@ -24,6 +24,7 @@ from .base import (
     ClaimResult,
     Clock,
     FingerprintMismatch,
+    InstantCache,
     Outcome,
     RunRecord,
     RunState,
@@ -128,44 +129,50 @@ class MemoryStore(RunStore):
         reqs = check_requests(items)
         sent = time.monotonic()
         me = self.owner
-        # (job, at, row, outcome, holder) decided under the lock; Claims built after.
-        decided: List[Tuple[str, int, Optional[_Row], Outcome, Optional[str]]] = []
+        # Per item: (outcome, (token, attempt, lease_until) if won, holder), decided under
+        # the lock; the Claims are built after it.
+        slots: List[Tuple[Outcome, Optional[Tuple[int, int, int]], Optional[str]]] = []
         with self._t.lock:
             self._check_open()
             now = self._now_us()
+            # Exclusive items are decided after the others, as in SQLiteStore.
             order = [i for i, r in enumerate(reqs) if not r[2]] + \
                     [i for i, r in enumerate(reqs) if r[2]]
-            slots: List[Optional[Tuple[str, int, Optional[_Row], Outcome, Optional[str]]]] = \
-                [None] * len(reqs)
+            decided: Dict[int, Tuple[Outcome, Optional[Tuple[int, int, int]],
+                                     Optional[str]]] = {}
             for i in order:
                 job, at, exclusive = reqs[i]
                 guard = self._guard(at, now)
                 rows = self._job_rows(job)
                 row = rows.get(at)
                 if guard is not None:
-                    slots[i] = (job, at, None, guard, None)
+                    decided[i] = (guard, None, None)
                 elif row is not None:
                     if row.owner == me and row.state is RunState.RUNNING:
-                        slots[i] = (job, at, row, Outcome.WON, me)
+                        assert row.token is not None and row.lease_until is not None
+                        decided[i] = (Outcome.WON, (row.token, row.attempt, row.lease_until),
+                                      None)
                     else:
-                        slots[i] = (job, at, None, Outcome.TAKEN, row.owner)
+                        decided[i] = (Outcome.TAKEN, None, row.owner)
                 elif exclusive and (holder := self._live_holder(job, now)) is not None:
                     rows[at] = _Row(me, None, 1, RunState.SKIPPED, now, None, now)
-                    slots[i] = (job, at, None, Outcome.BUSY, holder)
+                    decided[i] = (Outcome.BUSY, None, holder)
                 else:
                     self._t.token += 1
-                    row = _Row(me, self._t.token, 1, RunState.RUNNING, now, now + lease_us, None)
-                    rows[at] = row
+                    rows[at] = _Row(me, self._t.token, 1, RunState.RUNNING, now,
+                                    now + lease_us, None)
                     self._running().add((job, at))
-                    slots[i] = (job, at, row, Outcome.WON, None)
-            decided = [s for s in slots if s is not None]
-            # Snapshot the won rows' fields while still under the lock.
-            snap = [None if r is None else _Row(**vars(r)) for _, _, r, _, _ in decided]
-        answered = time.monotonic()
-        server_now = from_us(now)
+                    decided[i] = (Outcome.WON, (self._t.token, 1, now + lease_us), None)
+            slots = [decided[i] for i in range(len(reqs))]
+        deadline = self_fence_deadline(sent, time.monotonic(), lease_us / 1_000_000)
+        instants = InstantCache()
+        server_now = instants[now]
         out = []
-        for (job, at, _, outcome, holder), row in zip(decided, snap):
-            claim = None if row is None else self._claim(row, job, at, (sent, answered), lease_us)
+        for (job, at, _), (outcome, won, holder) in zip(reqs, slots):
+            claim = None
+            if won is not None:
+                claim = Claim(job, instants[at], me, won[0], won[1], instants[won[2]],
+                              deadline)
             out.append(ClaimResult(outcome, claim, server_now, holder))
         return out
 

@@ -51,6 +51,7 @@ from .base import (
     ClaimResult,
     Clock,
     FingerprintMismatch,
+    InstantCache,
     Outcome,
     RunRecord,
     RunState,
@@ -403,13 +404,14 @@ class SQLiteStore(RunStore):
                         (ns, job, at, me, tok, now, now + lease_us) for _, job, at, tok in plain])
                     # The common burst: every key new, no need to read any back.
                     all_won = cur.rowcount == len(plain)
-                    if not all_won:
-                        token = first_token  # hand out only the tokens that won
-                    for i, job, at, tok in plain:
-                        if all_won:
+                    if all_won:
+                        for i, _, _, tok in plain:
                             slots[i] = (Outcome.WON, (tok, 1, now + lease_us), None)
-                        else:
-                            row = conn.execute(_SELECT_ROW, (ns, job, at)).fetchone()
+                    else:
+                        token = first_token  # hand out only the tokens that won
+                        found = _read_rows(conn, ns, [(job, at) for _, job, at, _ in plain])
+                        for i, job, at, tok in plain:
+                            row = found[(job, at)]
                             slots[i] = _classify(row, tok, me)
                             if row[2] == tok:
                                 token = tok
@@ -434,16 +436,15 @@ class SQLiteStore(RunStore):
                 decided = [s for s in slots if s is not None]
         except StoreUnavailable as exc:
             return [ClaimResult(Outcome.UNAVAILABLE, detail=str(exc)) for _ in reqs]
-        answered = time.monotonic()
-        server_now = from_us(now)
-        lease = lease_us / 1_000_000
+        deadline = self_fence_deadline(sent, time.monotonic(), lease_us / 1_000_000)
+        instants = InstantCache()
+        server_now = instants[now]
         out = []
         for (job, at, _), (outcome, won, holder) in zip(reqs, decided):
             claim = None
             if won is not None:
-                claim = Claim(job=job, scheduled_utc=from_us(at), owner=me, token=won[0],
-                              attempt=won[1], lease_until=from_us(won[2]),
-                              valid_until_mono=self_fence_deadline(sent, answered, lease))
+                claim = Claim(job, instants[at], me, won[0], won[1], instants[won[2]],
+                              deadline)
             out.append(ClaimResult(outcome, claim, server_now, holder))
         return out
 
@@ -603,6 +604,24 @@ def _check_schema(conn: sqlite3.Connection, where: str) -> bool:
                          f"{version[0]}; this version reads up to {SCHEMA_VERSION}); "
                          "upgrade memory_scheduler or use another file")
     return True
+
+
+def _read_rows(conn: sqlite3.Connection, namespace: str,
+               keys: Sequence[Tuple[str, int]]) -> Dict[Tuple[str, int], _Row]:
+    """The rows of ``keys``, read with one statement per instant and 500 jobs (a batch
+    of one instant is a handful of statements rather than one per key)."""
+    by_instant: Dict[int, List[str]] = {}
+    for job, at in keys:
+        by_instant.setdefault(at, []).append(job)
+    out: Dict[Tuple[str, int], _Row] = {}
+    for at, jobs in by_instant.items():
+        for start in range(0, len(jobs), 500):
+            chunk = jobs[start:start + 500]
+            query = (f"SELECT job, {_ROW} FROM {_RUNS} WHERE namespace = ? AND "
+                     f"scheduled_at = ? AND job IN ({', '.join('?' * len(chunk))})")
+            for job, *row in conn.execute(query, (namespace, at, *chunk)):
+                out[(job, at)] = tuple(row)
+    return out
 
 
 def _classify(row: Optional[_Row], new_token: Optional[int], me: str
