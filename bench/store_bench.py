@@ -32,9 +32,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
-from memory_scheduler.stores import ClaimRequest, MemoryStore, RunStore, SQLiteStore
+from memory_scheduler.stores import ClaimRequest, MemoryStore, Outcome, RunStore, SQLiteStore
 
 UTC = timezone.utc
 LEASE = 30.0
@@ -107,7 +107,7 @@ def contend(path: str, keys: Sequence[Tuple[str, int]], seed: int, go: Event,
         result = store.claim(job, when, LEASE)
         if result.won:
             won.append(key)
-        elif result.claim is None and result.outcome.value == "unavailable":
+        elif result.outcome is Outcome.UNAVAILABLE:
             unavailable += 1
     conn.send((time.perf_counter(), won, unavailable))
     store.close()
@@ -181,6 +181,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-_Any = Any  # re-exported for type checkers reading reports

@@ -45,9 +45,11 @@ def contend(path: str, keys: Sequence[Tuple[str, int]], seed: int, lease: float,
 
 
 def hold(path: str, jobs: Sequence[str], at: int, lease: float, conn: Connection) -> None:
-    """Claim ``jobs`` at instant ``at``, send (owner, claims), then serve commands:
-    "renew_finish" answers (renew results, finish results); "exit" returns."""
+    """Record a fingerprint "v1" for each of ``jobs``, claim them at instant ``at``, send
+    (owner, claims), then serve commands: "renew_finish" answers (renew results, finish
+    results); "exit" returns."""
     store = SQLiteStore(path)
+    store.fingerprints({job: "v1" for job in jobs})
     claims = [store.claim(job, from_us(at), lease).claim for job in jobs]
     conn.send((store.owner, claims))
     while conn.poll(60):

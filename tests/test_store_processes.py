@@ -3,7 +3,8 @@
 * Contention: several processes claim the same occurrences in different orders at
   once; every key is won exactly once, and the file agrees.
 * SIGKILL: a process holding claims is killed; another process's next sweep takes its
-  claims at once (same-host dead-owner detection), long before the lease ends.
+  claims at once (same-host dead-owner detection), long before the lease ends, and its
+  job fingerprints stop counting as mismatches.
 * SIGSTOP past the lease, then SIGCONT: the frozen holder is swept by another process;
   when it resumes, its renew and finish return False and change nothing.
 
@@ -120,6 +121,8 @@ def test_a_killed_owner_is_swept_at_once_by_another_process(
     assert all(c is not None for c in claims)
     with SQLiteStore(path) as store:
         assert store.sweep(lease, rerun_jobs={"etl"}).lost == ()  # alive: nothing to take
+        assert [(m.job, m.other_owner) for m in store.fingerprints({"etl": "v2"})] == \
+            [("etl", owner)]
         killed = time.monotonic()
         os.kill(p.pid, signal.SIGKILL)
         # Not reaped: a zombie still has a /proc entry, and must count as dead.
@@ -133,6 +136,8 @@ def test_a_killed_owner_is_swept_at_once_by_another_process(
         assert (rerun.job, rerun.attempt, rerun.owner) == ("etl", 2, store.owner)
         assert rerun.token > max(c.token for c in claims)
         assert store.finish(rerun, "success")
+        # A dead process's definition no longer counts as a mismatch.
+        assert store.fingerprints({"etl": "v2"}) == []
         p.join(5)
         # Dead stays dead: a later sweep finds nothing more to do.
         assert store.sweep(lease) == type(swept)()

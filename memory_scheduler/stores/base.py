@@ -64,7 +64,7 @@ from typing import (
 
 from ..clock import utc_now
 from ..errors import InvalidValue
-from .owner import new_owner_id
+from .owner import new_owner_id, new_salt
 
 __all__ = [
     "DEFAULT_EARLY_TOLERANCE_SECS",
@@ -326,7 +326,9 @@ class RunStore(abc.ABC):
                                     allow_zero=True)
         self._retention_us = seconds_us("retention_secs", retention_secs)
         # (pid, owner id) of the process that computed it: a forked child makes its own.
-        self._owner_for: Tuple[int, str] = (-1, "")
+        # Threads racing to recompute it compute the same string (new_owner_id).
+        self._salt = new_salt()
+        self._owner_for: Tuple[int, str] = (os.getpid(), new_owner_id(self._salt))
 
     # -- identity and clock ----------------------------------------------------------
 
@@ -341,7 +343,7 @@ class RunStore(abc.ABC):
             return self._fixed_owner
         pid = os.getpid()
         if self._owner_for[0] != pid:
-            self._owner_for = (pid, new_owner_id())
+            self._owner_for = (pid, new_owner_id(self._salt))
         return self._owner_for[1]
 
     @property

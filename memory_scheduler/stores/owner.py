@@ -18,7 +18,7 @@ import secrets
 import socket
 from typing import Optional, Tuple
 
-__all__ = ["new_owner_id", "owner_is_dead"]
+__all__ = ["new_owner_id", "new_salt", "owner_is_dead"]
 
 _UNKNOWN = "0"
 
@@ -53,12 +53,22 @@ def _host() -> str:
     return socket.gethostname() or "localhost"
 
 
-def new_owner_id() -> str:
-    """A fresh owner id for the calling process (see the module docstring)."""
+def new_salt() -> str:
+    """The random part of an owner id: one per store object."""
+    return secrets.token_hex(4)
+
+
+def new_owner_id(salt: str) -> str:
+    """The owner id of the calling process for a store with this ``salt`` (see the
+    module docstring).
+
+    Deterministic within a process, so two threads that compute it at once agree; a
+    forked child gets its own, since its pid and start time differ.
+    """
     pid = os.getpid()
     pidns = _pid_namespace()
     start = _start_time(pid) if pidns != _UNKNOWN else None
-    return f"{_host()}:{pid}:{pidns}:{start or _UNKNOWN}:{secrets.token_hex(4)}"
+    return f"{_host()}:{pid}:{pidns}:{start or _UNKNOWN}:{salt}"
 
 
 def _parse(owner: str) -> Optional[Tuple[str, int, str, str]]:

@@ -161,6 +161,8 @@ _PRUNE_BATCH_ROWS = 5000
 _TRANSIENT = ("locked", "busy", "disk i/o error", "disk is full", "unable to open")
 
 _SYNCHRONOUS = ("normal", "full")
+# ON CONFLICT ... DO NOTHING / DO UPDATE (3.24); RETURNING (3.35) is not used.
+_MIN_SQLITE = (3, 24, 0)
 
 _Row = Tuple[str, str, Optional[int], int, int, Optional[int], Optional[int]]
 
@@ -281,6 +283,9 @@ class SQLiteStore(RunStore):
 
     def _open(self) -> sqlite3.Connection:
         where = f"SQLite store {self._path!r}"
+        if sqlite3.sqlite_version_info < _MIN_SQLITE:
+            raise StoreError(f"{where}: needs SQLite >= 3.24 (upserts); this Python has "
+                             f"{sqlite3.sqlite_version}")
         parent = os.path.dirname(self._path)
         if not os.path.isdir(parent):
             raise StoreError(f"{where}: directory {parent!r} does not exist")
