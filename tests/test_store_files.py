@@ -7,6 +7,7 @@ as it was (no WAL or shared-memory file appears next to it either).
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -100,6 +101,23 @@ def test_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         open_store(f"sqlite:///{tmp_path}/missing/x.db")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_where_the_directory_should_be(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="file' is not a directory"):
+        open_store(f"sqlite:///{tmp_path}/file/x.db")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes any file")
+def test_an_unwritable_file_is_refused_at_construction(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    SQLiteStore(path).close()
+    path.chmod(0o444)
+    before = snapshot(tmp_path)
+    with pytest.raises(StoreError, match="cannot read and write it"):
+        SQLiteStore(path)
+    assert snapshot(tmp_path) == before
 
 
 def test_a_directory_is_not_a_database(tmp_path: Path) -> None:

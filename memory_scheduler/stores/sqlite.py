@@ -288,9 +288,16 @@ class SQLiteStore(RunStore):
                              f"{sqlite3.sqlite_version}")
         parent = os.path.dirname(self._path)
         if not os.path.isdir(parent):
-            raise StoreError(f"{where}: directory {parent!r} does not exist")
+            problem = "is not a directory" if os.path.exists(parent) else "does not exist"
+            raise StoreError(f"{where}: {parent!r} {problem}")
         if os.path.isdir(self._path):
             raise StoreError(f"{where}: is a directory, not a database file")
+        # SQLite would open an unwritable file read-only and fail at the first claim.
+        if os.path.exists(self._path) and not os.access(self._path, os.R_OK | os.W_OK):
+            raise StoreError(f"{where}: this process cannot read and write it")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise StoreError(f"{where}: this process cannot create files in {parent!r} "
+                             "(SQLite keeps its -wal and -shm files next to the database)")
         try:
             conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None,
                                    check_same_thread=False)
