@@ -28,7 +28,7 @@ from typing import Any, Iterator, List
 import pytest
 from store_workers import contend, hold
 
-from memory_scheduler.stores import Outcome, RunState, SQLiteStore
+from memory_scheduler.stores import MemoryStore, Outcome, RunState, SQLiteStore
 from memory_scheduler.stores.base import to_us
 from memory_scheduler.stores.owner import owner_is_dead
 
@@ -69,6 +69,22 @@ def wait_for_state(pid: int, states: str, timeout: float = 5.0) -> str:
             return state
         pause.wait(0.005)
     raise AssertionError(f"process {pid} never reached state {states!r}")
+
+
+def test_owner_ids_name_a_process_incarnation() -> None:
+    store = MemoryStore()
+    host, pid, pidns, start, salt = store.owner.rsplit(":", 4)
+    assert int(pid) == os.getpid() and pidns.isdigit() and start.isdigit() and salt
+    # Two stores of one process are two owners of one incarnation.
+    other = MemoryStore().owner
+    assert other != store.owner and other.rsplit(":", 1)[0] == f"{host}:{pid}:{pidns}:{start}"
+    assert not owner_is_dead(store.owner)
+    # The same pid started at another time: the pid was reused, the owner is dead.
+    assert owner_is_dead(f"{host}:{pid}:{pidns}:{int(start) + 1}:{salt}")
+    # Another host, another pid namespace, or an id of another shape: unknown, alive.
+    assert not owner_is_dead(f"elsewhere:{pid}:{pidns}:{int(start) + 1}:{salt}")
+    assert not owner_is_dead(f"{host}:{pid}:{int(pidns) + 1}:{int(start) + 1}:{salt}")
+    assert not owner_is_dead("worker-1")
 
 
 def test_contending_processes_win_each_occurrence_exactly_once(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 import pytest
 from freezegun import freeze_time
@@ -464,7 +464,7 @@ def test_threads_of_several_owners_win_each_key_once(stores: Stores) -> None:
     assert not any(t.is_alive() for t in threads)
     # Two threads of one owner may both be told WON (same owner, same claim): count
     # keys per owner, then owners per key.
-    owners_of: Dict[ClaimRequest, set[int]] = {}
+    owners_of: Dict[ClaimRequest, Set[int]] = {}
     for n, won in wins.items():
         for key in won:
             owners_of.setdefault(key, set()).add(n)
