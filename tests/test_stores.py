@@ -470,3 +470,21 @@ def test_threads_of_several_owners_win_each_key_once(stores: Stores) -> None:
             owners_of.setdefault(key, set()).add(n)
     assert sorted(owners_of, key=keys.index) == keys
     assert all(len(o) == 1 for o in owners_of.values())
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_time_machine_controls_leases_too(kind: str, tmp_path: Path) -> None:
+    import time_machine
+
+    with time_machine.travel(T0, tick=False) as traveller:
+        a: RunStore = SQLiteStore(tmp_path / "runs.db", owner="a") if kind == "sqlite" \
+            else MemoryStore(owner="a")
+        try:
+            claim = a.claim("report", T0, LEASE).claim
+            assert claim is not None and claim.lease_until == T0 + timedelta(seconds=LEASE)
+            traveller.move_to(claim.lease_until - US)
+            assert a.sweep(LEASE).lost == ()
+            traveller.move_to(claim.lease_until)
+            assert [r.job for r in a.sweep(LEASE).lost] == ["report"]
+        finally:
+            a.close()

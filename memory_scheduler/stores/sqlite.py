@@ -631,8 +631,7 @@ def _read_rows(conn: sqlite3.Connection, namespace: str,
             chunk = jobs[start:start + 500]
             query = (f"SELECT job, {_ROW} FROM {_RUNS} WHERE namespace = ? AND "
                      f"scheduled_at = ? AND job IN ({', '.join('?' * len(chunk))})")
-            for job, *row in conn.execute(query, (namespace, at, *chunk)):
-                out[(job, at)] = tuple(row)
+            out.update({(r[0], at): r[1:] for r in conn.execute(query, (namespace, at, *chunk))})
     return out
 
 
