@@ -65,8 +65,8 @@ class _Tables:
         self.lock = threading.Lock()
         # (namespace, job) -> {scheduled µs -> row}
         self.runs: Dict[Tuple[str, str], Dict[int, _Row]] = {}
-        # namespace -> keys (job, scheduled µs) of running rows: the sweep and BUSY index
-        self.running: Dict[str, Set[Tuple[str, int]]] = {}
+        # (namespace, job) -> scheduled µs of its running rows: the BUSY and sweep index
+        self.running: Dict[Tuple[str, str], Set[int]] = {}
         # (namespace, job, owner) -> (fingerprint, seen_at µs)
         self.jobs: Dict[Tuple[str, str, str], Tuple[str, int]] = {}
         self.token = 0
@@ -103,14 +103,14 @@ class MemoryStore(RunStore):
     def _job_rows(self, job: str) -> Dict[int, _Row]:
         return self._t.runs.setdefault((self.namespace, job), {})
 
-    def _running(self) -> Set[Tuple[str, int]]:
-        return self._t.running.setdefault(self.namespace, set())
+    def _running(self, job: str) -> Set[int]:
+        return self._t.running.setdefault((self.namespace, job), set())
 
     def _live_holder(self, job: str, now: int) -> Optional[str]:
         rows = self._t.runs.get((self.namespace, job), {})
-        for j, at in self._running():
-            row = rows.get(at) if j == job else None
-            if row is not None and row.lease_until is not None and now < row.lease_until:
+        for at in self._running(job):
+            row = rows[at]
+            if row.lease_until is not None and now < row.lease_until:
                 return row.owner
         return None
 
@@ -161,7 +161,7 @@ class MemoryStore(RunStore):
                     self._t.token += 1
                     rows[at] = _Row(me, self._t.token, 1, RunState.RUNNING, now,
                                     now + lease_us, None)
-                    self._running().add((job, at))
+                    self._running(job).add(at)
                     decided[i] = (Outcome.WON, (self._t.token, 1, now + lease_us), None)
             slots = [decided[i] for i in range(len(reqs))]
         deadline = self_fence_deadline(sent, time.monotonic(), lease_us / 1_000_000)
@@ -202,7 +202,7 @@ class MemoryStore(RunStore):
             if row is None or row.state is not RunState.RUNNING or row.token != claim.token:
                 return False
             row.state, row.finished_at, row.lease_until = final, now, None
-            self._running().discard((job, at))
+            self._running(job).discard(at)
             return True
 
     def mark(self, job: str, scheduled_utc: datetime, state: str) -> bool:
@@ -228,13 +228,16 @@ class MemoryStore(RunStore):
         with self._t.lock:
             self._check_open()
             now = self._now_us()
-            running = self._running()
             expired = []
-            for job, at in running:
-                row = self._t.runs[(self.namespace, job)][at]
-                assert row.lease_until is not None
-                if row.lease_until <= now:
-                    expired.append((row.lease_until, job, at, row))
+            for (ns, job), running in self._t.running.items():
+                if ns != self.namespace:
+                    continue
+                rows = self._t.runs[(ns, job)]
+                for at in running:
+                    row = rows[at]
+                    assert row.lease_until is not None
+                    if row.lease_until <= now:
+                        expired.append((row.lease_until, job, at, row))
             expired.sort(key=lambda e: e[:3])
             for _, job, at, row in expired[:max(0, limit)]:
                 if job in rerun_set and row.attempt < max_attempts:
@@ -244,7 +247,7 @@ class MemoryStore(RunStore):
                     taken.append((job, at, _Row(**vars(row))))
                 else:
                     row.state, row.finished_at, row.lease_until = RunState.LOST, now, None
-                    running.discard((job, at))
+                    self._running(job).discard(at)
                     lost.append(_record(job, at, row))
         answered = time.monotonic()
         return SweepResult(
