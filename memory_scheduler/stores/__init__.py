@@ -11,6 +11,17 @@
 
 ``base`` holds the contract (read its docstring first), ``memory`` and ``sqlite`` the two
 stores, ``owner`` the owner ids and same-host dead-owner detection, ``urls`` the URLs.
+
+How a service is meant to drive a store (none of it holds the service lock):
+
+* start(): ``fingerprints()`` of its jobs, ``watermarks()`` for catch-up, ``sweep()``.
+* claimer thread: one ``claim_many()`` per wake-up with everything due at that instant
+  (``exclusive=True`` for overlap="skip" jobs); ``mark()`` for missed occurrences.
+* heartbeat thread: ``renew()`` of all running claims every ``lease / 3``, cancelling
+  the runs it answers False for or whose ``valid_until_mono`` passed; ``sweep()`` every
+  ``lease / 2`` (re-runs come back as claims to run); ``fingerprints()`` and ``prune()``
+  now and then.
+* workers: ``finish()`` when a run ends; False means the lease was lost meanwhile.
 """
 
 from .base import (
