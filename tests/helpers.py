@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import queue
 import threading
+from datetime import datetime
 from typing import Callable, TypeVar
 
+from memory_scheduler import EventKind, SchedulerEvent, SchedulerService
 from memory_scheduler.testing import library_threads
 
-__all__ = ["get", "library_threads", "wait_until"]
+__all__ = ["Sentinel", "get", "library_threads", "wait_until"]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
@@ -35,3 +37,27 @@ def get(q: queue.Queue[T], timeout: float = 2.0) -> T:
         except queue.Empty:
             pause.wait(0.005)
     raise queue.Empty
+
+
+class Sentinel:
+    """A job added after the job under test, on the same schedule, in a service with
+    one worker: the dispatcher hands an instant's runs over in registration order and
+    the single worker runs them in that order, so once the sentinel's run at an instant
+    has finished, any run of the job under test at that instant has finished too.
+    Waiting for it proves that something did *not* run, without sleeping."""
+
+    def __init__(self, svc: SchedulerService, expression: str = "* * * * *",
+                 name: str = "sentinel") -> None:
+        self._done: queue.Queue[datetime] = queue.Queue()
+
+        def finished(event: SchedulerEvent) -> None:
+            if event.job_name == name and event.scheduled_time is not None:
+                self._done.put(event.scheduled_time)
+
+        svc.add_listener(finished, events=[EventKind.RUN_SUCCEEDED])
+        svc.add_cron_job(name, expression, lambda: None)
+
+    def wait_past(self, instant: datetime, timeout: float = 2.0) -> None:
+        """Wait until the sentinel has finished a run scheduled at or after ``instant``."""
+        while get(self._done, timeout) < instant:
+            pass

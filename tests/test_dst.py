@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from freezegun import freeze_time
 
 from memory_scheduler import CronSchedule
 
@@ -173,3 +174,18 @@ def test_dst_rules_in_utc_are_trivial() -> None:
     schedule = CronSchedule("30 2 * * *", timezone.utc)
     dt = datetime(2026, 3, 8, tzinfo=UTC)
     assert schedule.next_after(dt) == dt + timedelta(hours=2, minutes=30)
+
+
+def test_next_after_under_freezegun_never_goes_back_in_a_fall_back_hour() -> None:
+    # freezegun's datetime drops fold in astimezone(); iterating from its "now" once
+    # returned 01:00 EDT after 01:30 EST.
+    schedule = CronSchedule("*/30 * * * *", "America/New_York")
+    with freeze_time("2026-11-01 04:50:00"):
+        t = datetime.now(timezone.utc)
+        instants = []
+        for _ in range(6):
+            t = schedule.next_after(t)
+            instants.append(t.astimezone(timezone.utc))
+    assert instants == sorted(set(instants))
+    assert [f"{i:%H:%M}" for i in instants] == ["05:00", "05:30", "06:00", "06:30", "07:00",
+                                                "07:30"]

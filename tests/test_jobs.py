@@ -14,7 +14,7 @@ from typing import Callable
 
 import pytest
 from freezegun import freeze_time
-from helpers import get, wait_until
+from helpers import Sentinel, get, wait_until
 
 from memory_scheduler import (
     MAX_CATCHUP_RUNS,
@@ -46,8 +46,8 @@ def statuses(results: list) -> list[tuple[str, RunStatus, datetime]]:  # type: i
 
 # --- registry ---------------------------------------------------------------------------
 
-def test_names_are_unique_unless_replace_existing(make_service: Factory) -> None:
-    svc = make_service()
+def test_names_are_unique_unless_replace_existing(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     first = svc.add_cron_job("report", "0 * * * *", lambda: None)
     with pytest.raises(DuplicateJob, match="'report' already exists"):
         svc.add_cron_job("report", "30 * * * *", lambda: None)
@@ -58,8 +58,8 @@ def test_names_are_unique_unless_replace_existing(make_service: Factory) -> None
     assert [j.expression for j in svc.jobs()] == ["30 * * * *"]
 
 
-def test_lookup_by_uuid_or_name(make_service: Factory) -> None:
-    svc = make_service()
+def test_lookup_by_uuid_or_name(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     job_id = svc.add_cron_job("report", "0 * * * *", lambda: None)
     assert svc.get_job(job_id) == svc.get_job("report") == svc.get_job(str(job_id))
     for call in (svc.get_job, svc.remove_job, svc.pause_job, svc.resume_job):
@@ -71,9 +71,9 @@ def test_lookup_by_uuid_or_name(make_service: Factory) -> None:
         svc.get_job(42)  # type: ignore[arg-type]
 
 
-def test_job_info_fields_and_order(make_service: Factory) -> None:
+def test_job_info_fields_and_order(make_scheduler: Factory) -> None:
     with freeze_time(T0):
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("later", "0 5 * * *", lambda: None, timezone="Asia/Tokyo")
         svc.add_cron_job("sooner", "*/5 * * * *", lambda: None, overlap="concurrent",
                          max_instances=3, misfire_grace_secs=10, coalesce=False,
@@ -110,16 +110,16 @@ def test_job_info_fields_and_order(make_service: Factory) -> None:
     ({"replace_existing": 1}, "replace_existing=1"),
     ({"colaesce": False}, "unknown job option 'colaesce'"),
 ])
-def test_bad_job_options_name_the_option(make_service: Factory, options: dict[str, object],
+def test_bad_job_options_name_the_option(make_scheduler: Factory, options: dict[str, object],
                                          message: str) -> None:
-    svc = make_service()
+    svc = make_scheduler()
     with pytest.raises(InvalidValue) as info:
         svc.add_cron_job("j", "* * * * *", lambda: None, **options)
     assert message in str(info.value)
 
 
-def test_bad_job_names(make_service: Factory) -> None:
-    svc = make_service()
+def test_bad_job_names(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     for bad in ("", "   ", None, 3):
         with pytest.raises(InvalidValue, match="job name"):
             svc.add_cron_job(bad, "* * * * *", lambda: None)  # type: ignore[arg-type]
@@ -127,9 +127,9 @@ def test_bad_job_names(make_service: Factory) -> None:
 
 # --- pause / resume / run_job_now -----------------------------------------------------
 
-def test_pause_and_resume_without_a_burst(make_service: Factory) -> None:
+def test_pause_and_resume_without_a_burst(make_scheduler: Factory) -> None:
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("m", "* * * * *", lambda: None)
         svc.pause_job("m")
         frozen.tick(timedelta(minutes=10))
@@ -146,17 +146,18 @@ def test_pause_and_resume_without_a_burst(make_service: Factory) -> None:
         assert svc.get_job("m").run_count == 1
 
 
-def test_pause_while_running_affects_only_later_runs(make_service: Factory) -> None:
+def test_pause_while_running_affects_only_later_runs(make_scheduler: Factory) -> None:
     started = threading.Event()
     release = threading.Event()
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler(max_workers=1)
 
         def job() -> None:
             started.set()
             release.wait(5)
 
         svc.add_cron_job("j", "* * * * *", job)
+        sentinel = Sentinel(svc)
         svc.start()
         frozen.tick(60)
         svc.wakeup()
@@ -164,17 +165,19 @@ def test_pause_while_running_affects_only_later_runs(make_service: Factory) -> N
         svc.pause_job("j")
         assert svc.get_job("j").running == 1  # the current run goes on
         release.set()
-        assert wait_until(lambda: svc.get_job("j").last_status is RunStatus.SUCCESS)
+        sentinel.wait_past(at(1))  # it waited for the one worker
         frozen.tick(120)
         svc.wakeup()
-        assert svc.get_job("j").run_count == 1
+        sentinel.wait_past(at(2))  # "j" would have run before it
+        info = svc.get_job("j")
+        assert (info.run_count, info.last_status, info.running) == (1, RunStatus.SUCCESS, 0)
 
 
-def test_run_job_now_honours_overlap_and_keeps_the_schedule(make_service: Factory) -> None:
+def test_run_job_now_honours_overlap_and_keeps_the_schedule(make_scheduler: Factory) -> None:
     started: queue.Queue[datetime] = queue.Queue()
     release = threading.Event()
     with freeze_time("2026-03-01 00:00:30") as frozen:
-        svc = make_service()
+        svc = make_scheduler()
 
         def job() -> None:
             started.put(current_run().scheduled_time)
@@ -195,12 +198,12 @@ def test_run_job_now_honours_overlap_and_keeps_the_schedule(make_service: Factor
 
 # --- overlap ----------------------------------------------------------------------------
 
-def test_skip_is_counted_and_logged_once(make_service: Factory,
+def test_skip_is_counted_and_logged_once(make_scheduler: Factory,
                                          caplog_info: pytest.LogCaptureFixture) -> None:
     started = threading.Event()
     release = threading.Event()
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
 
         def slow() -> None:
             started.set()
@@ -223,11 +226,11 @@ def test_skip_is_counted_and_logged_once(make_service: Factory,
     assert svc.get_job("slow").last_status in (RunStatus.SKIPPED, RunStatus.SUCCESS)
 
 
-def test_concurrent_overlap_up_to_max_instances(make_service: Factory) -> None:
+def test_concurrent_overlap_up_to_max_instances(make_scheduler: Factory) -> None:
     running: queue.Queue[datetime] = queue.Queue()
     release = threading.Event()
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
 
         def slow() -> None:
             running.put(current_run().scheduled_time)
@@ -246,14 +249,14 @@ def test_concurrent_overlap_up_to_max_instances(make_service: Factory) -> None:
         assert wait_until(lambda: svc.get_job("slow").running == 0)
 
 
-def test_concurrent_without_limit_is_unlimited(make_service: Factory) -> None:
+def test_concurrent_without_limit_is_unlimited(make_scheduler: Factory) -> None:
     assert Job("j", "* * * * *", lambda: None, overlap="concurrent").instance_limit == float("inf")
     assert Job("j", "* * * * *", lambda: None).instance_limit == 1
 
 
 def test_options_are_reported_as_given_even_when_equal_values_are_shared(
-        make_service: Factory) -> None:
-    svc = make_service()
+        make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     svc.add_cron_job("int", "* * * * *", lambda: None, misfire_grace_secs=1)
     svc.add_cron_job("float", "* * * * *", lambda: None, misfire_grace_secs=1.0)
     svc.add_job(Job("job", "* * * * *", lambda: None, misfire_grace_secs=1))
@@ -263,8 +266,8 @@ def test_options_are_reported_as_given_even_when_equal_values_are_shared(
 
 
 @freeze_time(T0)
-def test_a_run_of_one_job_leaves_the_others_counters_alone(make_service: Factory) -> None:
-    svc = make_service()
+def test_a_run_of_one_job_leaves_the_others_counters_alone(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     svc.add_cron_job("ran", "* * * * *", lambda: None)
     svc.add_cron_job("idle", "0 0 1 1 *", lambda: None)
     with freeze_time(at(1)):
@@ -276,8 +279,8 @@ def test_a_run_of_one_job_leaves_the_others_counters_alone(make_service: Factory
     assert svc.get_job("later").run_count == 0
 
 
-def test_job_ids_are_version_4_and_unique(make_service: Factory) -> None:
-    svc = make_service()
+def test_job_ids_are_version_4_and_unique(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     ids = [svc.add_cron_job(f"j{i}", "0 0 1 1 *", lambda: None) for i in range(2000)]
     assert len(set(ids)) == 2000
     assert {i.version for i in ids} == {4}
@@ -303,10 +306,10 @@ def test_a_forked_child_does_not_repeat_its_parents_job_ids() -> None:
 
 # --- misfire and coalescing --------------------------------------------------------------
 
-def test_late_beyond_grace_is_missed(make_service: Factory,
+def test_late_beyond_grace_is_missed(make_scheduler: Factory,
                                      caplog_info: pytest.LogCaptureFixture) -> None:
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("daily", "0 0 * * *", lambda: None, misfire_grace_secs=30)
         frozen.move_to("2026-03-02 00:00:45")  # 45 s late
         assert statuses(svc.run_pending()) == [
@@ -321,9 +324,9 @@ def test_late_beyond_grace_is_missed(make_service: Factory,
                for r in caplog_info.records)
 
 
-def test_coalesced_run_uses_an_occurrence_within_the_grace(make_service: Factory) -> None:
+def test_coalesced_run_uses_an_occurrence_within_the_grace(make_scheduler: Factory) -> None:
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("m", "* * * * *", lambda: None, misfire_grace_secs=90)
         frozen.move_to("2026-03-01 00:10:00")
         # 00:01 .. 00:08 are too late (one missed record), 00:09 is within 90 s.
@@ -331,9 +334,9 @@ def test_coalesced_run_uses_an_occurrence_within_the_grace(make_service: Factory
             ("m", RunStatus.MISSED, at(1)), ("m", RunStatus.SUCCESS, at(9))]
 
 
-def test_coalesce_false_runs_each_missed_time_in_order(make_service: Factory) -> None:
+def test_coalesce_false_runs_each_missed_time_in_order(make_scheduler: Factory) -> None:
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("m", "* * * * *", lambda: None, coalesce=False)
         frozen.move_to("2026-03-01 00:04:30")
         assert statuses(svc.run_pending()) == [
@@ -341,9 +344,9 @@ def test_coalesce_false_runs_each_missed_time_in_order(make_service: Factory) ->
         assert svc.get_job("m").next_run_time == at(5)
 
 
-def test_coalesce_false_is_bounded(make_service: Factory) -> None:
+def test_coalesce_false_is_bounded(make_scheduler: Factory) -> None:
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("s", "* * * * * *", lambda: None, coalesce=False)
         frozen.move_to("2026-03-02 00:00:00")  # a day: 86,400 missed seconds
         results = svc.run_pending()
@@ -354,9 +357,9 @@ def test_coalesce_false_is_bounded(make_service: Factory) -> None:
             at(0, 1) + timedelta(seconds=i) for i in range(MAX_CATCHUP_RUNS)]
 
 
-def test_coalesce_false_catch_up_respects_the_grace(make_service: Factory) -> None:
+def test_coalesce_false_catch_up_respects_the_grace(make_scheduler: Factory) -> None:
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("m", "* * * * *", lambda: None, coalesce=False,
                          misfire_grace_secs=150)
         frozen.move_to("2026-03-01 00:10:00")
@@ -368,10 +371,10 @@ def test_coalesce_false_catch_up_respects_the_grace(make_service: Factory) -> No
         assert svc.get_job("m").missed_count == 7
 
 
-def test_lateness_is_measured_when_the_dispatcher_hands_over(make_service: Factory) -> None:
+def test_lateness_is_measured_when_the_dispatcher_hands_over(make_scheduler: Factory) -> None:
     ran: queue.Queue[datetime] = queue.Queue()
     with freeze_time(T0) as frozen:
-        svc = make_service(max_sleep_secs=3600)
+        svc = make_scheduler(max_sleep_secs=3600)
         svc.add_cron_job("m", "* * * * *", lambda: ran.put(current_run().scheduled_time),
                          misfire_grace_secs=5)
         svc.start()
@@ -385,11 +388,11 @@ def test_lateness_is_measured_when_the_dispatcher_hands_over(make_service: Facto
 
 # --- jitter -----------------------------------------------------------------------------
 
-def test_jitter_delays_the_start_but_not_the_scheduled_time(make_service: Factory) -> None:
+def test_jitter_delays_the_start_but_not_the_scheduled_time(make_scheduler: Factory) -> None:
     ran: queue.Queue[tuple[datetime, datetime]] = queue.Queue()
     delay = random.Random(7).uniform(0, 30)
     with freeze_time(T0) as frozen:
-        svc = make_service(random_seed=7)
+        svc = make_scheduler(random_seed=7)
 
         def job() -> None:
             ran.put((current_run().scheduled_time, datetime.now(UTC)))
@@ -411,10 +414,10 @@ def test_jitter_delays_the_start_but_not_the_scheduled_time(make_service: Factor
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_jitter_stays_within_bounds(make_service: Factory, seed: int) -> None:
+def test_jitter_stays_within_bounds(make_scheduler: Factory, seed: int) -> None:
     ran: queue.Queue[datetime] = queue.Queue()
     with freeze_time(T0) as frozen:
-        svc = make_service(random_seed=seed)
+        svc = make_scheduler(random_seed=seed)
         svc.add_cron_job("j", "* * * * *", lambda: ran.put(datetime.now(UTC)), jitter_secs=10)
         svc.start()
         frozen.tick(60)
@@ -425,10 +428,10 @@ def test_jitter_stays_within_bounds(make_service: Factory, seed: int) -> None:
         assert at(1) <= ran.get(timeout=2) <= at(1, 10)
 
 
-def test_jitter_is_cut_short_by_shutdown(make_service: Factory) -> None:
+def test_jitter_is_cut_short_by_shutdown(make_scheduler: Factory) -> None:
     ran = threading.Event()
     with freeze_time(T0) as frozen:
-        svc = make_service(random_seed=1)
+        svc = make_scheduler(random_seed=1)
         svc.add_cron_job("j", "* * * * *", ran.set, jitter_secs=3600)
         svc.start()
         frozen.tick(60)
@@ -443,12 +446,12 @@ def test_jitter_is_cut_short_by_shutdown(make_service: Factory) -> None:
 # --- timeouts and cancellation -------------------------------------------------------------
 
 def test_timeout_is_recorded_while_the_function_still_runs(
-        make_service: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
+        make_scheduler: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
     started = threading.Event()
     token_seen = threading.Event()
     release = threading.Event()
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
 
         def slow() -> None:
             started.set()
@@ -478,10 +481,10 @@ def test_timeout_is_recorded_while_the_function_still_runs(
         assert svc.get_job("slow").last_status is RunStatus.TIMED_OUT
 
 
-def test_run_context(make_service: Factory) -> None:
+def test_run_context(make_scheduler: Factory) -> None:
     seen: list[object] = []
     with freeze_time(T0) as frozen:
-        svc = make_service(default_timezone="Asia/Tokyo")
+        svc = make_scheduler(default_timezone="Asia/Tokyo")
 
         def job() -> None:
             ctx = current_run()
@@ -499,7 +502,7 @@ def test_run_context(make_service: Factory) -> None:
 # --- events ---------------------------------------------------------------------------
 
 def test_listeners_receive_events_in_order_and_are_isolated(
-        make_service: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
+        make_scheduler: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
     first: list[SchedulerEvent] = []
     second: list[EventKind] = []
     only_failures: list[SchedulerEvent] = []
@@ -508,7 +511,7 @@ def test_listeners_receive_events_in_order_and_are_isolated(
         raise RuntimeError("listener bug")
 
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_listener(first.append)
         svc.add_listener(broken)
         svc.add_listener(lambda e: second.append(e.kind))
@@ -533,11 +536,11 @@ def test_listeners_receive_events_in_order_and_are_isolated(
                if r.levelno == logging.ERROR) == len(kinds)
 
 
-def test_dispatcher_events_reach_listeners_through_the_pool(make_service: Factory) -> None:
+def test_dispatcher_events_reach_listeners_through_the_pool(make_scheduler: Factory) -> None:
     events: queue.Queue[SchedulerEvent] = queue.Queue()
     release = threading.Event()
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_listener(events.put, events=[EventKind.RUN_SKIPPED, EventKind.SCHEDULER_STARTED,
                                              EventKind.SCHEDULER_SHUTDOWN])
         svc.add_cron_job("slow", "* * * * * *", lambda: release.wait(5))
@@ -557,8 +560,8 @@ def test_dispatcher_events_reach_listeners_through_the_pool(make_service: Factor
         assert events.get(timeout=2).kind is EventKind.SCHEDULER_SHUTDOWN
 
 
-def test_listener_management_errors(make_service: Factory) -> None:
-    svc = make_service()
+def test_listener_management_errors(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     with pytest.raises(InvalidValue, match="not callable"):
         svc.add_listener(42)  # type: ignore[arg-type]
     with pytest.raises(InvalidValue, match="unknown event kind"):
@@ -574,8 +577,8 @@ def test_listener_management_errors(make_service: Factory) -> None:
 
 # --- decorator --------------------------------------------------------------------------
 
-def test_cron_decorator_registers_and_returns_the_function(make_service: Factory) -> None:
-    svc = make_service()
+def test_cron_decorator_registers_and_returns_the_function(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
 
     @svc.cron("*/5 * * * *", name="five", timezone="Europe/Oslo", overlap="concurrent")
     def five() -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pytest
 from freezegun import freeze_time
-from helpers import library_threads, wait_until
+from helpers import Sentinel, library_threads, wait_until
 
 from memory_scheduler import (
     AlreadyRunning,
@@ -53,8 +53,8 @@ def assert_empty(q: queue.Queue[Any]) -> None:
 
 # --- lifecycle ------------------------------------------------------------------------
 
-def test_start_and_shutdown(make_service: Factory) -> None:
-    svc = make_service()
+def test_start_and_shutdown(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     assert not svc.is_running()
     svc.start()
     assert svc.is_running()
@@ -66,8 +66,8 @@ def test_start_and_shutdown(make_service: Factory) -> None:
     assert library_threads() == []
 
 
-def test_already_running_and_not_running(make_service: Factory) -> None:
-    svc = make_service()
+def test_already_running_and_not_running(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     with pytest.raises(NotRunning):
         svc.shutdown()
     svc.start()
@@ -85,10 +85,10 @@ def test_context_manager() -> None:
     assert library_threads() == []
 
 
-def test_restart_after_shutdown_keeps_jobs(make_service: Factory) -> None:
+def test_restart_after_shutdown_keeps_jobs(make_scheduler: Factory) -> None:
     q, job = recorder()
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("tick", "* * * * *", job)
         svc.start()
         first_token = svc.shutdown_token
@@ -102,8 +102,8 @@ def test_restart_after_shutdown_keeps_jobs(make_service: Factory) -> None:
         svc.shutdown()
 
 
-def test_shutdown_timeout_must_be_a_non_negative_number(make_service: Factory) -> None:
-    svc = make_service()
+def test_shutdown_timeout_must_be_a_non_negative_number(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     svc.start()
     for bad in (-1, "1", float("nan")):
         with pytest.raises(InvalidValue):
@@ -113,9 +113,9 @@ def test_shutdown_timeout_must_be_a_non_negative_number(make_service: Factory) -
 
 # --- jobs -----------------------------------------------------------------------------
 
-def test_add_cron_job_returns_uuid_and_snapshot(make_service: Factory) -> None:
+def test_add_cron_job_returns_uuid_and_snapshot(make_scheduler: Factory) -> None:
     with freeze_time("2026-03-07 12:00:00"):
-        svc = make_service(default_timezone="America/New_York")
+        svc = make_scheduler(default_timezone="America/New_York")
         job_id = svc.add_cron_job("nightly", "30 2 * * *", lambda: None)
         assert isinstance(job_id, uuid.UUID)
         info = svc.get_job(job_id)
@@ -127,8 +127,8 @@ def test_add_cron_job_returns_uuid_and_snapshot(make_service: Factory) -> None:
         assert svc.jobs() == [info]
 
 
-def test_add_cron_job_validates(make_service: Factory) -> None:
-    svc = make_service()
+def test_add_cron_job_validates(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     with pytest.raises(InvalidCron, match="'61 \\* \\* \\* \\*'"):
         svc.add_cron_job("bad", "61 * * * *", lambda: None)
     with pytest.raises(InvalidTimezone, match="Nowhere"):
@@ -140,16 +140,16 @@ def test_add_cron_job_validates(make_service: Factory) -> None:
     assert svc.jobs() == []
 
 
-def test_add_job_with_a_job_object(make_service: Factory) -> None:
-    svc = make_service()
+def test_add_job_with_a_job_object(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     job_id = svc.add_job(Job("j", "0 0 * * *", lambda: None, timezone="Asia/Tokyo"))
     assert svc.get_job(job_id).timezone == "Asia/Tokyo"
     with pytest.raises(InvalidValue):
         svc.add_job("not a job")  # type: ignore[arg-type]
 
 
-def test_remove_and_unknown_ids(make_service: Factory) -> None:
-    svc = make_service()
+def test_remove_and_unknown_ids(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     job_id = svc.add_cron_job("j", "* * * * *", lambda: None)
     svc.remove_job(job_id)
     with pytest.raises(JobNotFound) as info:
@@ -159,10 +159,10 @@ def test_remove_and_unknown_ids(make_service: Factory) -> None:
         svc.get_job(uuid.uuid4())
 
 
-def test_due_job_runs_after_tick_and_wakeup(make_service: Factory) -> None:
+def test_due_job_runs_after_tick_and_wakeup(make_scheduler: Factory) -> None:
     q, job = recorder()
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("every-minute", "* * * * *", job)
         svc.start()
         assert_empty(q)
@@ -173,20 +173,20 @@ def test_due_job_runs_after_tick_and_wakeup(make_service: Factory) -> None:
         assert info.next_run_time == datetime(2026, 3, 1, 0, 2, tzinfo=UTC)
 
 
-def test_without_wakeup_the_max_sleep_notices_the_clock(make_service: Factory) -> None:
+def test_without_wakeup_the_max_sleep_notices_the_clock(make_scheduler: Factory) -> None:
     q, job = recorder()
     with freeze_time(T0) as frozen:
-        svc = make_service(max_sleep_secs=0.05)
+        svc = make_scheduler(max_sleep_secs=0.05)
         svc.add_cron_job("every-minute", "* * * * *", job)
         svc.start()
         frozen.tick(60)
         assert q.get(timeout=2) == datetime(2026, 3, 1, 0, 1, tzinfo=UTC)
 
 
-def test_job_added_while_running_with_an_earlier_run_fires(make_service: Factory) -> None:
+def test_job_added_while_running_with_an_earlier_run_fires(make_scheduler: Factory) -> None:
     q, job = recorder()
     with freeze_time(T0) as frozen:
-        svc = make_service(max_sleep_secs=3600)  # only notifications can wake it
+        svc = make_scheduler(max_sleep_secs=3600)  # only notifications can wake it
         svc.add_cron_job("hourly", "0 * * * *", lambda: None)
         svc.start()
         svc.add_cron_job("seconds", "*/5 * * * * *", job)
@@ -196,7 +196,7 @@ def test_job_added_while_running_with_an_earlier_run_fires(make_service: Factory
 
 
 def test_job_exception_is_logged_and_later_runs_continue(
-        make_service: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
+        make_scheduler: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
     calls: queue.Queue[int] = queue.Queue()
 
     def flaky() -> None:
@@ -204,7 +204,7 @@ def test_job_exception_is_logged_and_later_runs_continue(
         raise ValueError("boom")
 
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("flaky", "* * * * *", flaky)
         svc.start()
         for _ in range(2):
@@ -222,9 +222,9 @@ def test_job_exception_is_logged_and_later_runs_continue(
 
 
 def test_runs_are_logged_with_name_and_duration(
-        make_service: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
+        make_scheduler: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("logged", "* * * * *", lambda: None)
         frozen.tick(60)
         svc.run_pending()
@@ -233,7 +233,7 @@ def test_runs_are_logged_with_name_and_duration(
     assert any("'logged' finished in 0:00:00" in m for m in messages)
 
 
-def test_overlapping_run_is_skipped_by_default(make_service: Factory) -> None:
+def test_overlapping_run_is_skipped_by_default(make_scheduler: Factory) -> None:
     started: queue.Queue[datetime] = queue.Queue()
     release = threading.Event()
 
@@ -242,7 +242,7 @@ def test_overlapping_run_is_skipped_by_default(make_service: Factory) -> None:
         release.wait(5)
 
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("slow", "* * * * *", slow)
         svc.start()
         frozen.tick(60)
@@ -255,9 +255,9 @@ def test_overlapping_run_is_skipped_by_default(make_service: Factory) -> None:
         release.set()
 
 
-def test_forward_jump_runs_once_and_continues_from_now(make_service: Factory) -> None:
+def test_forward_jump_runs_once_and_continues_from_now(make_scheduler: Factory) -> None:
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("m", "* * * * *", lambda: None)
         frozen.tick(timedelta(hours=3, seconds=30))
         results = svc.run_pending()
@@ -266,9 +266,9 @@ def test_forward_jump_runs_once_and_continues_from_now(make_service: Factory) ->
         assert svc.get_job("m").next_run_time == datetime(2026, 3, 1, 3, 1, tzinfo=UTC)
 
 
-def test_backward_jump_recomputes_and_never_reruns_a_fixed_time(make_service: Factory) -> None:
+def test_backward_jump_recomputes_and_never_reruns_a_fixed_time(make_scheduler: Factory) -> None:
     with freeze_time("2026-03-01 01:59:00") as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("fixed", "0 2 * * *", lambda: None)
         svc.add_cron_job("wild", "*/10 * * * *", lambda: None)
         frozen.move_to("2026-03-01 02:00:00")
@@ -283,10 +283,10 @@ def test_backward_jump_recomputes_and_never_reruns_a_fixed_time(make_service: Fa
         assert [r.job_name for r in svc.run_pending()] == ["wild"]
 
 
-def test_backward_jump_is_noticed_by_the_dispatcher(make_service: Factory) -> None:
+def test_backward_jump_is_noticed_by_the_dispatcher(make_scheduler: Factory) -> None:
     q, job = recorder()
     with freeze_time("2026-03-01 12:00:00") as frozen:
-        svc = make_service(max_sleep_secs=3600)
+        svc = make_scheduler(max_sleep_secs=3600)
         svc.add_cron_job("wild", "*/10 * * * *", job)
         svc.start()
         frozen.move_to("2026-03-01 10:00:00")
@@ -301,7 +301,7 @@ def test_backward_jump_is_noticed_by_the_dispatcher(make_service: Factory) -> No
 # --- shutdown -------------------------------------------------------------------------
 
 def test_shutdown_returns_within_its_timeout_when_a_job_ignores_the_token(
-        make_service: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
+        make_scheduler: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
     started = threading.Event()
     release = threading.Event()
 
@@ -310,7 +310,7 @@ def test_shutdown_returns_within_its_timeout_when_a_job_ignores_the_token(
         release.wait(10)  # ignores its token
 
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("stubborn", "* * * * *", stubborn)
         svc.start()
         frozen.tick(60)
@@ -330,7 +330,7 @@ def test_shutdown_returns_within_its_timeout_when_a_job_ignores_the_token(
 
 
 def test_shutdown_sets_the_run_token_and_waits_for_cooperative_jobs(
-        make_service: Factory) -> None:
+        make_scheduler: Factory) -> None:
     started = threading.Event()
     finished = threading.Event()
 
@@ -340,7 +340,7 @@ def test_shutdown_sets_the_run_token_and_waits_for_cooperative_jobs(
             finished.set()
 
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("coop", "* * * * *", cooperative)
         svc.start()
         frozen.tick(60)
@@ -351,10 +351,10 @@ def test_shutdown_sets_the_run_token_and_waits_for_cooperative_jobs(
         assert library_threads() == []
 
 
-def test_shutdown_from_inside_a_job(make_service: Factory) -> None:
+def test_shutdown_from_inside_a_job(make_scheduler: Factory) -> None:
     done = threading.Event()
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
 
         def stopper() -> None:
             svc.shutdown(timeout=1)
@@ -371,7 +371,7 @@ def test_shutdown_from_inside_a_job(make_service: Factory) -> None:
 # --- removal and thread safety ----------------------------------------------------------
 
 def test_remove_while_running_lets_the_run_finish_and_stops_later_ones(
-        make_service: Factory) -> None:
+        make_scheduler: Factory) -> None:
     started = threading.Event()
     release = threading.Event()
     runs: queue.Queue[int] = queue.Queue()
@@ -382,24 +382,27 @@ def test_remove_while_running_lets_the_run_finish_and_stops_later_ones(
         release.wait(5)
 
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler(max_workers=1)
         svc.add_cron_job("j", "* * * * *", job)
+        sentinel = Sentinel(svc)
         svc.start()
         frozen.tick(60)
         svc.wakeup()
         assert started.wait(2)
         svc.remove_job("j")
         release.set()
+        sentinel.wait_past(datetime(2026, 3, 1, 0, 1, tzinfo=UTC))  # it waited for the one worker
         frozen.tick(120)
         svc.wakeup()
+        sentinel.wait_past(datetime(2026, 3, 1, 0, 2, tzinfo=UTC))  # "j" would run first
         assert runs.get(timeout=1) == 1
         assert_empty(runs)
 
 
-def test_calls_from_inside_a_running_job(make_service: Factory) -> None:
+def test_calls_from_inside_a_running_job(make_scheduler: Factory) -> None:
     seen: queue.Queue[object] = queue.Queue()
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
 
         def job() -> None:
             seen.put(svc.get_job("self").running)
@@ -418,7 +421,7 @@ def test_calls_from_inside_a_running_job(make_service: Factory) -> None:
 
 
 def test_blocking_runs_due_together_use_every_worker_and_no_more(
-        make_service: Factory) -> None:
+        make_scheduler: Factory) -> None:
     started: queue.Queue[str] = queue.Queue()
     release = threading.Event()
 
@@ -429,7 +432,7 @@ def test_blocking_runs_due_together_use_every_worker_and_no_more(
         return job
 
     with freeze_time(T0) as frozen:
-        svc = make_service(max_workers=3)
+        svc = make_scheduler(max_workers=3)
         for i in range(5):
             svc.add_cron_job(f"b{i}", "* * * * *", block(f"b{i}"))
         svc.start()
@@ -444,10 +447,10 @@ def test_blocking_runs_due_together_use_every_worker_and_no_more(
 
 
 def test_real_time_runs_never_start_before_their_scheduled_time(
-        make_service: Factory) -> None:
+        make_scheduler: Factory) -> None:
     # The dispatcher wakes ~2 ms early to finish with a short, precise wait.
     seen: queue.Queue[tuple[datetime, datetime]] = queue.Queue()
-    svc = make_service()
+    svc = make_scheduler()
     svc.add_cron_job("tick", "* * * * * *",
                      lambda: seen.put((datetime.now(UTC), current_run().scheduled_time)))
     svc.start()
@@ -457,8 +460,8 @@ def test_real_time_runs_never_start_before_their_scheduled_time(
 
 
 def test_concurrent_adds_and_removes_keep_the_registry_consistent(
-        make_service: Factory) -> None:
-    svc = make_service()
+        make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     svc.start()
     errors: list[BaseException] = []
 
@@ -486,7 +489,7 @@ def test_concurrent_adds_and_removes_keep_the_registry_consistent(
 
 
 def test_restart_after_a_timed_out_shutdown_keeps_the_next_shutdown_bounded(
-        make_service: Factory) -> None:
+        make_scheduler: Factory) -> None:
     first_release = threading.Event()
     second_started = threading.Event()
     second_release = threading.Event()
@@ -501,7 +504,7 @@ def test_restart_after_a_timed_out_shutdown_keeps_the_next_shutdown_bounded(
             second_release.wait(5)  # outlives the second shutdown too
 
     with freeze_time(T0) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("j", "* * * * *", job, overlap="concurrent")
         svc.start()
         frozen.tick(60)

@@ -28,8 +28,8 @@ Factory = Callable[..., SchedulerService]
 
 
 def test_stress_add_remove_pause_resume_query_while_jobs_fire(
-        make_service: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
-    svc = make_service(max_workers=8, max_sleep_secs=0.05)
+        make_scheduler: Factory, caplog_info: pytest.LogCaptureFixture) -> None:
+    svc = make_scheduler(max_workers=8, max_sleep_secs=0.05)
     lock = threading.Lock()  # guards the bookkeeping dicts below
     # name -> list of (state, since) intervals set *after* the call returned
     removed_at: dict[str, datetime] = {}
@@ -109,7 +109,7 @@ def test_stress_add_remove_pause_resume_query_while_jobs_fire(
 
 @pytest.mark.parametrize("raised", [ValueError("boom"), SystemExit(3), KeyboardInterrupt(),
                                     GeneratorExit()])
-def test_jobs_raising_anything_never_kill_a_worker(make_service: Factory,
+def test_jobs_raising_anything_never_kill_a_worker(make_scheduler: Factory,
                                                     raised: BaseException) -> None:
     ran = threading.Event()
 
@@ -117,7 +117,7 @@ def test_jobs_raising_anything_never_kill_a_worker(make_service: Factory,
         raise raised
 
     with freeze_time("2026-03-01") as frozen:
-        svc = make_service(max_workers=1)
+        svc = make_scheduler(max_workers=1)
         svc.add_cron_job("bad", "* * * * *", bad)
         svc.add_cron_job("good", "* * * * *", ran.set)
         svc.start()
@@ -135,7 +135,7 @@ def test_jobs_raising_anything_never_kill_a_worker(make_service: Factory,
     assert library_threads() == []
 
 
-def test_hanging_jobs_do_not_hold_shutdown_beyond_its_timeout(make_service: Factory) -> None:
+def test_hanging_jobs_do_not_hold_shutdown_beyond_its_timeout(make_scheduler: Factory) -> None:
     release = threading.Event()
     started = threading.Semaphore(0)
 
@@ -144,7 +144,7 @@ def test_hanging_jobs_do_not_hold_shutdown_beyond_its_timeout(make_service: Fact
         release.wait(10)
 
     with freeze_time("2026-03-01") as frozen:
-        svc = make_service(max_workers=4)
+        svc = make_scheduler(max_workers=4)
         for i in range(3):
             svc.add_cron_job(f"hang{i}", "* * * * *", hang)
         svc.start()
@@ -160,7 +160,7 @@ def test_hanging_jobs_do_not_hold_shutdown_beyond_its_timeout(make_service: Fact
     assert library_threads() == []
 
 
-def test_listeners_raising_base_exceptions_in_workers(make_service: Factory,
+def test_listeners_raising_base_exceptions_in_workers(make_scheduler: Factory,
                                                       caplog_info: pytest.LogCaptureFixture
                                                       ) -> None:
     seen: list[EventKind] = []
@@ -170,7 +170,7 @@ def test_listeners_raising_base_exceptions_in_workers(make_service: Factory,
             raise SystemExit(1)
 
     with freeze_time("2026-03-01") as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_listener(exits)
         svc.add_listener(lambda e: seen.append(e.kind))
         svc.add_cron_job("j", "* * * * *", lambda: None)
@@ -183,12 +183,12 @@ def test_listeners_raising_base_exceptions_in_workers(make_service: Factory,
 
 
 def test_shutdown_during_a_burst_leaves_every_occurrence_counted_once(
-        make_service: Factory) -> None:
+        make_scheduler: Factory) -> None:
     # Shutdown races the hand-over of a big instant (slices, the pool closing while
     # drainers start): afterwards no slot stays reserved and each occurrence is in
     # exactly one counter, run or missed.
     with freeze_time("2026-03-01") as frozen:
-        svc = make_service(max_workers=4)
+        svc = make_scheduler(max_workers=4)
         for i in range(3000):
             svc.add_cron_job(f"j{i}", "* * * * *", lambda: None)
         svc.start()
@@ -201,8 +201,8 @@ def test_shutdown_during_a_burst_leaves_every_occurrence_counted_once(
         check_invariants(svc)
 
 
-def test_remove_job_of_a_removed_job_from_two_threads(make_service: Factory) -> None:
-    svc = make_service()
+def test_remove_job_of_a_removed_job_from_two_threads(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     outcomes: list[str] = []
     for round_ in range(50):
         svc.add_cron_job("x", "* * * * *", lambda: None)
@@ -224,8 +224,8 @@ def test_remove_job_of_a_removed_job_from_two_threads(make_service: Factory) -> 
         assert sorted(outcomes[-2:]) == ["missing", "removed"], round_
 
 
-def test_no_thread_leak_across_start_stop_cycles(make_service: Factory) -> None:
-    svc = make_service(max_workers=2)
+def test_no_thread_leak_across_start_stop_cycles(make_scheduler: Factory) -> None:
+    svc = make_scheduler(max_workers=2)
     svc.add_cron_job("j", "* * * * * *", lambda: None)
     for _ in range(100):
         svc.start()

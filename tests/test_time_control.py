@@ -64,12 +64,12 @@ def clock_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def test_wakeup_after_tick_runs_the_due_job_at_once(make_service: Factory,
+def test_wakeup_after_tick_runs_the_due_job_at_once(make_scheduler: Factory,
                                                     clock_kind: str) -> None:
     ran: queue.Queue[datetime] = queue.Queue()
     with frozen_clock(clock_kind, START, tick=False) as clock:
         # An hour of maximum sleep: only wakeup() can make it look at the clock.
-        svc = make_service(max_sleep_secs=3600)
+        svc = make_scheduler(max_sleep_secs=3600)
         svc.add_cron_job("m", "* * * * *", lambda: ran.put(current_run().scheduled_time))
         svc.start()
         clock.shift(61)
@@ -81,11 +81,11 @@ def test_wakeup_after_tick_runs_the_due_job_at_once(make_service: Factory,
         svc.shutdown(timeout=1)
 
 
-def test_without_wakeup_the_max_sleep_bounds_the_delay(make_service: Factory,
+def test_without_wakeup_the_max_sleep_bounds_the_delay(make_scheduler: Factory,
                                                        clock_kind: str) -> None:
     ran: queue.Queue[datetime] = queue.Queue()
     with frozen_clock(clock_kind, START, tick=False) as clock:
-        svc = make_service(max_sleep_secs=0.05)
+        svc = make_scheduler(max_sleep_secs=0.05)
         svc.add_cron_job("m", "* * * * *", lambda: ran.put(current_run().scheduled_time))
         svc.start()
         clock.shift(60)
@@ -94,7 +94,7 @@ def test_without_wakeup_the_max_sleep_bounds_the_delay(make_service: Factory,
 
 
 @pytest.mark.parametrize("tick", [False, True])
-def test_whole_lifecycle_never_hangs(make_service: Factory, clock_kind: str,
+def test_whole_lifecycle_never_hangs(make_scheduler: Factory, clock_kind: str,
                                      tick: bool) -> None:
     ran: queue.Queue[str] = queue.Queue()
     stubborn_started = threading.Event()
@@ -105,7 +105,7 @@ def test_whole_lifecycle_never_hangs(make_service: Factory, clock_kind: str,
         release.wait(5)  # ignores its token
 
     with frozen_clock(clock_kind, START, tick=tick) as clock:
-        svc = make_service(max_sleep_secs=0.05)
+        svc = make_scheduler(max_sleep_secs=0.05)
         svc.add_cron_job("a", "* * * * *", lambda: ran.put("a"))
         svc.add_cron_job("b", "*/2 * * * *", lambda: ran.put("b"))
         svc.add_cron_job("stubborn", "*/3 * * * *", stubborn)
@@ -127,10 +127,10 @@ def test_whole_lifecycle_never_hangs(make_service: Factory, clock_kind: str,
     assert library_threads() == []
 
 
-def test_backward_and_forward_jumps(make_service: Factory, clock_kind: str) -> None:
+def test_backward_and_forward_jumps(make_scheduler: Factory, clock_kind: str) -> None:
     ran: queue.Queue[tuple[str, datetime]] = queue.Queue()
     with frozen_clock(clock_kind, datetime(2026, 3, 1, 1, 59, 30, tzinfo=UTC), tick=False) as clock:
-        svc = make_service(max_sleep_secs=3600)
+        svc = make_scheduler(max_sleep_secs=3600)
         for name, expr in (("fixed", "0 2 * * *"), ("wild", "*/10 * * * *")):
             svc.add_cron_job(name, expr,
                              lambda name=name: ran.put((name, current_run().scheduled_time)))
@@ -160,7 +160,7 @@ def test_backward_and_forward_jumps(make_service: Factory, clock_kind: str) -> N
 
 
 def test_run_pending_and_the_dispatcher_never_share_an_occurrence(
-        make_service: Factory) -> None:
+        make_scheduler: Factory) -> None:
     counts: dict[datetime, int] = {}
     lock = threading.Lock()
 
@@ -170,7 +170,7 @@ def test_run_pending_and_the_dispatcher_never_share_an_occurrence(
             counts[when] = counts.get(when, 0) + 1
 
     with freeze_time(START) as frozen:
-        svc = make_service(max_sleep_secs=0.001)
+        svc = make_scheduler(max_sleep_secs=0.001)
         for i in range(20):
             svc.add_cron_job(f"j{i}", "* * * * * *", job, overlap="concurrent")
         svc.start()
@@ -186,9 +186,9 @@ def test_run_pending_and_the_dispatcher_never_share_an_occurrence(
     assert set(counts.values()) == {20}
 
 
-def test_run_pending_works_without_start_and_reports_in_order(make_service: Factory) -> None:
+def test_run_pending_works_without_start_and_reports_in_order(make_scheduler: Factory) -> None:
     with freeze_time(START) as frozen:
-        svc = make_service(default_timezone="America/New_York")
+        svc = make_scheduler(default_timezone="America/New_York")
         svc.add_cron_job("b", "0 * * * *", lambda: None)
         svc.add_cron_job("a", "30 * * * *", lambda: None)
         svc.add_cron_job("boom", "15 * * * *", lambda: 1 / 0)
@@ -202,12 +202,12 @@ def test_run_pending_works_without_start_and_reports_in_order(make_service: Fact
 
 
 def test_run_pending_lets_keyboard_interrupt_through_but_records_it(
-        make_service: Factory) -> None:
+        make_scheduler: Factory) -> None:
     def interrupted() -> None:
         raise KeyboardInterrupt
 
     with freeze_time(START) as frozen:
-        svc = make_service()
+        svc = make_scheduler()
         svc.add_cron_job("ctrl-c", "* * * * *", interrupted)
         frozen.tick(60)
         with pytest.raises(KeyboardInterrupt):
@@ -217,9 +217,9 @@ def test_run_pending_lets_keyboard_interrupt_through_but_records_it(
 
 
 @pytest.mark.parametrize("kind", CLOCKS)
-def test_simulate_the_dst_fortnight(make_service: Factory, kind: str) -> None:
+def test_simulate_the_dst_fortnight(make_scheduler: Factory, kind: str) -> None:
     with frozen_clock(kind, datetime(2026, 3, 1, tzinfo=NY), tick=False) as clock:
-        svc = make_service(default_timezone="America/New_York")
+        svc = make_scheduler(default_timezone="America/New_York")
         svc.add_cron_job("nightly", "30 2 * * *", lambda: None)
         runs = simulate(svc, clock.handle, datetime(2026, 3, 15, 23, 59, tzinfo=NY))
         local = [r.scheduled_time.strftime("%m-%d %H:%M") for r in runs]
@@ -229,9 +229,9 @@ def test_simulate_the_dst_fortnight(make_service: Factory, kind: str) -> None:
         assert datetime.now(UTC) == datetime(2026, 3, 15, 23, 59, tzinfo=NY)
 
 
-def test_simulate_a_week_of_mixed_jobs(make_service: Factory) -> None:
+def test_simulate_a_week_of_mixed_jobs(make_scheduler: Factory) -> None:
     with freeze_time("2026-10-30 00:00:00") as frozen:
-        svc = make_service(default_timezone="Europe/London")
+        svc = make_scheduler(default_timezone="Europe/London")
         svc.add_cron_job("hourly", "0 * * * *", lambda: None)
         svc.add_cron_job("nightly", "30 1 * * *", lambda: None)
         runs = simulate(svc, frozen, "2026-11-06T00:00:00+00:00")
@@ -245,8 +245,8 @@ def test_simulate_a_week_of_mixed_jobs(make_service: Factory) -> None:
     assert times == sorted(times)
 
 
-def test_simulate_refuses_a_running_service(make_service: Factory) -> None:
-    svc = make_service()
+def test_simulate_refuses_a_running_service(make_scheduler: Factory) -> None:
+    svc = make_scheduler()
     svc.start()
     with freeze_time(START) as frozen, pytest.raises(AlreadyRunning):
         simulate(svc, frozen, START)
@@ -290,3 +290,32 @@ def test_fixture_fails_a_test_that_leaves_a_thread(pytester: pytest.Pytester) ->
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*threads left alive after the test*"])
+
+
+@pytest.mark.parametrize("clock_kind", CLOCKS)
+def test_the_second_pass_of_a_fall_back_hour_keeps_its_fold(make_scheduler: Factory,
+                                                            clock_kind: str) -> None:
+    # freezegun's datetime drops fold in astimezone(): every local time handed out for
+    # 01:00-01:59 EST (the second pass) named the instant an hour earlier.
+    seen: list[datetime] = []
+    events: list[datetime] = []
+    night = datetime(2026, 11, 1, 4, 50, tzinfo=UTC)  # 00:50 EDT
+    with frozen_clock(clock_kind, night, tick=False) as clock:
+        svc = make_scheduler(default_timezone="America/New_York")
+        svc.add_listener(lambda e: events.append(e.scheduled_time),  # type: ignore[arg-type]
+                         events=["run_started"])
+        svc.add_cron_job("half-hourly", "*/30 * * * *",
+                         lambda: seen.append(current_run().scheduled_time))
+        next_times = []
+        results = []
+        for _ in range(5):
+            due = svc.next_run_time()
+            assert due is not None
+            next_times.append(svc.get_job("half-hourly").next_run_time)
+            clock.move_to(due)
+            results.extend(svc.run_pending())
+    wall = ["01:00 -4", "01:30 -4", "01:00 -5", "01:30 -5", "02:00 -5"]
+    for times in (seen, events, [r.scheduled_time for r in results], next_times):
+        assert [f"{t:%H:%M} {t.utcoffset() // timedelta(hours=1)}" for t in times] == wall
+        utc = [t.astimezone(UTC) for t in times]
+        assert utc == sorted(set(utc))  # five distinct instants, in order
