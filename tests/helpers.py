@@ -2,13 +2,23 @@ from __future__ import annotations
 
 import queue
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, TypeVar
+
+from hypothesis import HealthCheck, settings
 
 from memory_scheduler import EventKind, SchedulerEvent, SchedulerService
 from memory_scheduler.testing import library_threads
 
-__all__ = ["Sentinel", "get", "library_threads", "wait_until"]
+__all__ = ["GUARD", "VALID", "Sentinel", "get", "library_threads", "wait_until"]
+
+# Hypothesis: a hang guard rather than a timing claim: any single example past this fails.
+GUARD = settings(deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
+
+# Valid expressions of the dialect, for property tests to start from.
+VALID = ["* * * * *", "*/15 * * * *", "0 9-17 * * mon-fri", "30 2 * * *", "0 0 L * *",
+         "0 9 * * 1#2", "0 9 * * 5L", "@daily", "@hourly", "0 30 9 * * *", "5,10 1 1 jan *",
+         "*/7 * */2 * 1", "0 0 29 2 *"]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
