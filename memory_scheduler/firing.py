@@ -61,10 +61,15 @@ def decide(next_after: NextAfter, first: datetime, now: datetime, *,
     reported for the late ones; without it each runs, up to ``limit``, and each of the
     others is missed. ``busy`` (the job is at its overlap limit) turns runs into skips.
     """
+    cutoff = None if grace is None else now - timedelta(seconds=grace)
+    if coalesce and (cutoff is None or first >= cutoff):
+        # The common case, kept cheap (10,000 jobs may share an instant): whatever else
+        # is due up to now, the first occurrence runs (or is skipped) for all of them.
+        return Decision((), (first,), (), False, first) if busy else Decision(
+            (first,), (), (), False, first)
     missed: List[datetime] = []
     more_missed = False
     occurrence: Optional[datetime] = first
-    cutoff = None if grace is None else now - timedelta(seconds=grace)
     if cutoff is not None and first < cutoff:
         if coalesce:
             missed.append(first)
@@ -78,10 +83,17 @@ def decide(next_after: NextAfter, first: datetime, now: datetime, *,
             occurrence = next_after(cutoff - timedelta(microseconds=1))
     due: List[datetime] = []
     bound = 1 if coalesce else limit
-    while occurrence is not None and occurrence <= now and len(due) < bound:
+    full = False
+    while occurrence is not None and occurrence <= now:
         due.append(occurrence)
+        if len(due) == bound:
+            # Stop before asking for the next one: that question would miss the
+            # schedule's memo, which the jobs sharing it at this instant all hit.
+            full = True
+            break
         occurrence = next_after(occurrence)
-    if not coalesce:
+    if full and not coalesce:
+        occurrence = next_after(due[-1])
         while occurrence is not None and occurrence <= now and not more_missed:
             if len(missed) == MAX_MISSED_LISTED:
                 more_missed = True
