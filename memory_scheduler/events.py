@@ -189,60 +189,59 @@ class Outbox:
 
 
 class Notifier:
-    """A thread that delivers the dispatcher's outboxes, made on first use.
+    """A thread that delivers the dispatcher's outboxes, made on demand.
 
     Not the worker pool: events about hung jobs (timed out, skipped) must arrive while
     every worker is stuck in one. A listener that blocks delays only later deliveries.
+    Once closed (shutdown), the thread ends as soon as the queue is empty; an outbox put
+    after that (a dispatcher outliving shutdown's wait) gets a thread that delivers it
+    and ends, so nothing is lost and no thread is left behind.
     """
 
     def __init__(self, listeners: Listeners, name: str) -> None:
         self._listeners = listeners
         self._name = name
         self._cond = threading.Condition(threading.Lock())  # guards the three below
-        self._queue: Deque[Optional[Outbox]] = deque()
+        self._queue: Deque[Outbox] = deque()
         self._thread: Optional[threading.Thread] = None
-        self._idle = threading.Event()  # set while the queue is empty
-        self._idle.set()
+        self._closed = False
+
+    def open(self) -> None:
+        with self._cond:
+            self._closed = False
 
     def put(self, outbox: Outbox) -> None:
         if not outbox:
             return
         with self._cond:
             self._queue.append(outbox)
-            self._idle.clear()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
             self._cond.notify()
 
-    def stop(self, timeout: float) -> bool:
-        """Deliver what is queued, then end the thread; False if it did not end in time."""
+    def close(self, timeout: float) -> bool:
+        """Deliver what is queued, then end the thread; False if it did not end in
+        time (a listener is slow). Called from a listener, it does not wait for itself."""
         with self._cond:
-            thread, self._thread = self._thread, None
-            if thread is None:
-                return True
-            self._queue.append(None)
+            self._closed = True
+            thread = self._thread
             self._cond.notify()
+        if thread is None or thread is threading.current_thread():
+            return True
         thread.join(timeout)
         return not thread.is_alive()
-
-    def wait_idle(self, timeout: float) -> bool:
-        """For tests: wait until everything queued so far was delivered."""
-        return self._idle.wait(timeout)
 
     def _loop(self) -> None:
         while True:
             with self._cond:
                 while not self._queue:
-                    self._idle.set()
+                    if self._closed:
+                        self._thread = None
+                        return
                     self._cond.wait()
                 outbox = self._queue.popleft()
-            if outbox is None:
-                with self._cond:
-                    if not self._queue:
-                        self._idle.set()
-                return
             try:
                 outbox.deliver(self._listeners)
-            except BaseException:
+            except BaseException:  # a handler's error must not end delivery
                 logger.exception("delivering scheduler events failed")

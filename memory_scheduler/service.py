@@ -114,8 +114,8 @@ class SchedulerService:
             if self._running or self._dispatcher is not None:
                 raise AlreadyRunning("the scheduler is already running")
             self._running = True
-            if self._token.is_set():
-                self._token = threading.Event()
+            self._token = threading.Event() if self._token.is_set() else self._token
+            self._notifier.open()
             prefix = self._config.thread_name_prefix
             self._pool = RunPool(self._cond, self._book, self._config.max_workers,
                                  f"{prefix}-worker")
@@ -170,7 +170,7 @@ class SchedulerService:
         with self._cond:
             stuck = sorted({run.entry.name for run in self._book.active if run.started})
             self._pool = self._dispatcher = None
-        self._notifier.stop(timeout)
+        self._notifier.close(timeout)
         if finished:
             logger.info("scheduler shutdown complete")
         else:

@@ -370,3 +370,23 @@ def test_exit_does_not_raise_when_the_service_was_shut_down_meanwhile(
     del svc.is_running
     with pytest.raises(NotRunning):
         svc.shutdown()
+
+
+def test_shutdown_from_a_listener_on_the_notifier_thread(make_scheduler: Factory) -> None:
+    # The dispatcher's events come from the notifier thread; shutting down from there
+    # must not wait for that thread itself.
+    done = threading.Event()
+
+    def stop(event: SchedulerEvent) -> None:
+        svc.shutdown(timeout=1)
+        done.set()
+
+    with freeze_time(T0) as frozen:
+        svc = make_scheduler()
+        svc.add_listener(stop, events=[EventKind.RUN_MISSED])
+        svc.add_cron_job("late", "* * * * *", lambda: None, misfire_grace_secs=1)
+        svc.start()
+        frozen.move_to(minute(1) + timedelta(seconds=10))
+        svc.wakeup()
+        assert done.wait(5)
+        assert not svc.is_running()
