@@ -187,6 +187,20 @@ def shutdown(lib: Library) -> Dict[str, Any]:
     return {"shutdown_ms": (time.perf_counter() - t0) * 1000.0}
 
 
+def busy_shutdown(lib: Library, jobs: int = 200_000, timeout: float = 0.1) -> Dict[str, Any]:
+    """shutdown(timeout) called just after an instant at which every job is due: how
+    long it takes while that instant is being handed over (memory_scheduler only)."""
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
+    expr = f"{due.second} {due.minute} {due.hour} {due.day} {due.month} *"
+    for _ in range(jobs):
+        lib.add(expr, _noop)
+    lib.start()
+    threading.Event().wait(max(0.0, due.timestamp() + 0.02 - time.time()))
+    t0 = time.perf_counter()
+    lib.svc.shutdown(timeout)
+    return {"shutdown_ms": (time.perf_counter() - t0) * 1000.0}
+
+
 MICRO_EXPRS = ["*/5 * * * *", "0 9-17 * * mon-fri", "30 2 1,15 * *", "0 0 L * *",
                "15 */2 * jan-jun 1#2"]
 
@@ -231,7 +245,7 @@ def _noop() -> None:
 
 
 SCENARIOS = {"latency": latency, "burst": burst, "register": register, "idle": idle,
-             "shutdown": shutdown, "micro": micro}
+             "shutdown": shutdown, "micro": micro, "busy_shutdown": busy_shutdown}
 
 
 def main() -> None:
