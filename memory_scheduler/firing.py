@@ -139,7 +139,7 @@ class Firing:
             return
         outbox.log(logging.INFO, "clock moved back by %s; recomputing schedules", jump)
         for entry in self._registry:
-            if not entry.paused and not entry.ended:
+            if not entry.paused:  # an ended schedule may have runs again
                 self.reschedule(entry, now, outbox)
         self._registry.shift_timers(-jump.total_seconds())
 
@@ -159,8 +159,7 @@ class Firing:
     def end(self, entry: Entry, outbox: Outbox, exc: Optional[Exception] = None) -> None:
         """Caller holds the lock: the job has no next run (its schedule ended, or
         handling it failed); it stays registered."""
-        self._registry.unschedule(entry)
-        entry.ended = True
+        self._registry.unschedule(entry)  # which makes it ``ended``
         if exc is None:
             outbox.log(logging.WARNING, "job %r has no further occurrence; it will not run "
                        "again", entry.name, extra=log_extra(entry, "job_ended"))
