@@ -171,13 +171,20 @@ def test_hashed_fields_are_deterministic_per_name_and_spread() -> None:
 ])
 def test_hashed_field_ranges(expr: str, field: str, low: int, high: int,
                              step: int | None) -> None:
+    # Read the field's values off the runs themselves, over a span that shows each.
+    span = {"minute": timedelta(hours=1), "hour": timedelta(days=1),
+            "dom": timedelta(days=366), "dow": timedelta(days=7)}[field]
+    start = datetime(2026, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)
     for i in range(40):
         schedule = CronSchedule(expr, hash_id=f"name-{i}")
-        spec = schedule._spec
-        values = {
-            "minute": spec.minutes, "hour": spec.hours,
-            "dom": sorted(spec._dom.values), "dow": sorted(spec._dow.values),
-        }[field]
+        runs = []
+        for when in schedule.iter_after(start):
+            if when > start + span:
+                break
+            runs.append(when)
+        value_of = {"minute": lambda t: t.minute, "hour": lambda t: t.hour,
+                    "dom": lambda t: t.day, "dow": lambda t: t.isoweekday() % 7}[field]
+        values = sorted({value_of(t) for t in runs})
         assert all(low <= v <= high for v in values)
         if step is None:
             assert len(values) == 1
