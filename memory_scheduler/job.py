@@ -17,7 +17,7 @@ import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Literal, Optional, Tuple, TypedDict, Union
 
 from .cron import validate_cron_expression
 from .errors import InvalidValue
@@ -27,6 +27,7 @@ __all__ = [
     "EventKind",
     "Job",
     "JobInfo",
+    "JobOptions",
     "RunContext",
     "RunResult",
     "RunStatus",
@@ -113,6 +114,20 @@ class Job:
     def instance_limit(self) -> float:
         """How many runs of this job may be active at once."""
         return policy_of(self).instance_limit
+
+
+class JobOptions(TypedDict, total=False):
+    """The keyword options of ``add_cron_job(...)`` and ``@svc.cron(...)``, for type
+    checkers: ``**options: Unpack[JobOptions]`` makes ``misfire_grace=60`` or
+    ``overlap="skp"`` a type error. At run time the options are checked by value."""
+
+    overlap: Literal["skip", "concurrent"]
+    max_instances: Optional[int]
+    misfire_grace_secs: Optional[float]
+    coalesce: bool
+    jitter_secs: float
+    timeout_secs: Optional[float]
+    replace_existing: bool
 
 
 def check_job(name: object, expression: object, func: object, timezone: object) -> None:
