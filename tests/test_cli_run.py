@@ -293,7 +293,7 @@ def process_state(pid: int) -> str | None:
 def test_sigterm_kills_a_grandchild_the_shell_left_behind(run_cli) -> None:  # type: ignore[no-untyped-def]
     # Defect 4: the shell dies of SIGTERM, its background child ignores it and was
     # orphaned while the runner reported a clean stop.
-    cli = run_cli("* * * * * * (trap '' TERM; exec sleep 300) & echo \"child $!\"; wait\n",
+    cli = run_cli("* * * * * * (trap '' TERM; exec sleep 30) & echo \"child $!\"; wait\n",
                   "--shutdown-timeout", "0.5")
     child = int(cli.expect("stdout", r"stdout: child \d+$").rsplit(" ", 1)[1])
     assert process_state(child) not in (None, "Z")
@@ -392,7 +392,8 @@ def test_closed_stdout_is_reported_once_and_the_jobs_go_on(run_cli) -> None:  # 
 def test_sighup_reloads_the_crontab(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # Defect 9: SIGHUP killed the runner (exit 129) and orphaned running commands.
     go = tmp_path / "go"
-    long = f"* * * * * * echo waiting; while [ ! -e {go} ]; do sleep 0.05; done; echo finished"
+    long = (f"* * * * * * echo waiting; for i in $(seq 200); do [ -e {go} ] && break; "
+            "sleep 0.05; done; echo finished")
     cli = run_cli(f"* * * * * * echo kept\n{long}\n")
     crontab = tmp_path / "crontab"
     cli.expect("stdout", r"stdout: waiting")
