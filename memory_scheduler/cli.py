@@ -208,9 +208,9 @@ class _Records(logging.Filter):
     """Drops the library's records that the runner's own lines replace, names the
     event of every other record, and adds the crontab line to records about a job."""
 
-    def __init__(self, lines: Dict[str, int]) -> None:
+    def __init__(self, runner: _Runner) -> None:
         super().__init__()
-        self._lines = lines  # job name -> line number; replaced whole on reload
+        self._runner = runner
 
     def filter(self, record: logging.LogRecord) -> bool:
         event = getattr(record, "event", None)
@@ -229,16 +229,16 @@ class _Records(logging.Filter):
         job = getattr(record, "job", None)
         fields = getattr(record, "fields", None)
         if isinstance(job, str) and isinstance(fields, dict) and "line" not in fields:
-            line = self._lines.get(job)
+            line = self._runner.lines.get(job)
             if line is not None:
                 record.fields = {"line": line, **fields}
         return True
 
 
-def _configure_logging(as_json: bool, stream: IO[str], lines: Dict[str, int]) -> None:
+def _configure_logging(as_json: bool, stream: IO[str], runner: _Runner) -> None:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(_JsonFormatter() if as_json else _TextFormatter())
-    handler.addFilter(_Records(lines))
+    handler.addFilter(_Records(runner))
     root = logging.getLogger("memory_scheduler")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -459,8 +459,9 @@ class _Runner:
         self.zone = zone
         self.overlap: str = args.overlap
         self.commands = commands
-        self.tasks: Dict[str, _Task] = {}
-        self.lines: Dict[str, int] = {}  # job name -> line, for log records
+        self.tasks: Dict[str, _Task] = {}  # the main thread's alone
+        # Job name -> line, for log records made in any thread: replaced, not changed.
+        self.lines: Dict[str, int] = {}
         # Threads are made only for commands that run at once, so the cap is only a cap.
         self.svc = SchedulerService(SchedulerConfig(
             default_timezone="UTC", shutdown_timeout_secs=args.shutdown_timeout,
@@ -490,8 +491,7 @@ class _Runner:
                 changed += 1
             else:
                 task.entry = entry
-        self.lines.clear()
-        self.lines.update({name: entry.lineno for name, entry in new.items()})
+        self.lines = {name: entry.lineno for name, entry in new.items()}
         return added, len(removed), changed
 
     def reload(self) -> None:
@@ -504,7 +504,12 @@ class _Runner:
                            "crontab", self.path, len(errors),
                            extra={"event": "reload_failed", "fields": {"errors": len(errors)}})
             return
-        added, removed, changed = self.apply(entries)
+        try:
+            added, removed, changed = self.apply(entries)
+        except SchedulerError as exc:  # not expected: the file was validated
+            logger.error("SIGHUP: reloading %s failed half-way: %s", self.path, exc,
+                         extra={"event": "reload_failed", "fields": {"error": str(exc)}})
+            return
         logger.info("SIGHUP: reloaded %s: %d job(s), %d added, %d removed, %d changed",
                     self.path, len(entries), added, removed, changed,
                     extra={"event": "reloaded", "fields": {
@@ -535,12 +540,13 @@ def _init_parent() -> Optional[int]:
         os.setpgid(child, child)
     except OSError:
         pass  # the child did it first
-    if os.isatty(0):
+    terminal = os.isatty(0)
+    if terminal:
         try:
             signal.signal(signal.SIGTTOU, signal.SIG_IGN)
             os.tcsetpgrp(0, child)
         except OSError:
-            pass
+            terminal = False
 
     def forward(signum: int, frame: Optional[FrameType]) -> None:
         try:
@@ -557,6 +563,11 @@ def _init_parent() -> Optional[int]:
         except ChildProcessError:  # cannot happen while the child lives
             return 1
         if pid == child:
+            if terminal:
+                try:
+                    os.tcsetpgrp(0, os.getpgrp())
+                except OSError:
+                    pass
             code = os.waitstatus_to_exitcode(status)
             return code if code >= 0 else 128 - code
 
@@ -581,7 +592,7 @@ def _run(entries: List[CrontabEntry], zone: tzinfo, zone_source: str,
     output = _Output(sys.stdout, args.json)
     commands = _Commands(output)
     runner = _Runner(args, zone, commands)
-    _configure_logging(args.json, sys.stderr, runner.lines)
+    _configure_logging(args.json, sys.stderr, runner)
     runner.apply(entries)
     # The handler only records the signal: it may run in the middle of any code of
     # the main thread (even inside a lock that code holds), so it must not take locks.
