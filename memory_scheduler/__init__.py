@@ -21,7 +21,7 @@ from .errors import (
 )
 from .events import EventKind, SchedulerEvent
 from .firing import MAX_CATCHUP_RUNS
-from .job import Job, JobInfo, RunContext, RunResult, RunStatus, current_run
+from .job import Job, JobInfo, JobOptions, RunContext, RunResult, RunStatus, current_run
 from .service import SchedulerService
 
 __version__ = "0.1.0"
@@ -37,6 +37,7 @@ __all__ = [
     "Job",
     "JobInfo",
     "JobNotFound",
+    "JobOptions",
     "MAX_CATCHUP_RUNS",
     "NotRunning",
     "RunContext",

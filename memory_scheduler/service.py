@@ -1,19 +1,9 @@
-"""SchedulerService: the public facade.
-
-Threads: the callers' threads (the public methods); one dispatcher thread
-(``dispatcher.py``), which decides what is due and never runs foreign code; the pool's
-workers (``pool.py``), which call jobs; and a notifier thread (``events.py``), which
-delivers the dispatcher's events and log records.
+"""SchedulerService: the public facade (lifecycle, the job API, listeners).
 
 One lock, ``_cond``'s, guards the registry, every ``Entry`` and ``Run`` field, the run
-book, the pool's queue and counters, and ``_running``. Nothing foreign runs under it
-(jobs, listeners, logging handlers): what happens under it goes into an ``Outbox``
-delivered after the lock is released. Every change that can move the earliest due time
-notifies ``_cond``, on which the dispatcher sleeps.
-
-An occurrence goes from due to recorded through ``Firing.collect_due`` (decides, under
-the lock), ``Admission.admit`` (the seam every run passes, no lock held), then
-``RunPool`` or ``RunBook.run_inline`` (starts, calls, records): see runs.py.
+book, the pool's queue and ``_running``; nothing foreign runs under it. The threads,
+the lock and the path of an occurrence are described in the README's "Design" section
+and in the docstrings of dispatcher.py, runs.py and pool.py.
 """
 
 from __future__ import annotations
@@ -23,8 +13,8 @@ import logging
 import random
 import threading
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, List, Optional, TypeVar, Union
+from datetime import datetime, timezone, tzinfo
+from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, TypeVar, Union
 
 from .admission import Admission
 from .clock import utc_now
@@ -34,22 +24,14 @@ from .dispatcher import Dispatcher
 from .errors import AlreadyRunning, DuplicateJob, InvalidValue, NotRunning
 from .events import EventKind, Listener, Listeners, Notifier, Outbox, logger
 from .firing import MAX_CATCHUP_RUNS, Firing
-from .job import (
-    DEFAULT_POLICY,
-    Job,
-    JobInfo,
-    Policy,
-    RunResult,
-    check_job,
-    make_policy,
-    new_job_id,
-    policy_of,
-    pop_replace_existing,
-)
+from .job import Job, JobInfo, JobOptions, Policy, RunResult, cron_policy, new_job_id, policy_of
 from .pool import RunPool
 from .registry import Entry, Registry, TimerKind, job_info, snapshot
 from .runs import Run, RunBook
 from .timezones import resolve_zone, zone_name
+
+if TYPE_CHECKING:  # no runtime dependency: typing.Unpack is new in Python 3.11
+    from typing_extensions import Unpack
 
 __all__ = ["MAX_CATCHUP_RUNS", "SchedulerService"]
 
@@ -209,20 +191,18 @@ class SchedulerService:
                          replace_existing)
 
     def add_cron_job(self, name: str, cron_expr: str, job_fn: Callable[[], object],
-                     timezone: Union[str, Any, None] = None, **options: Any) -> uuid.UUID:
+                     timezone: Union[str, tzinfo, None] = None,
+                     **options: Unpack[JobOptions]) -> uuid.UUID:
         """Add a job, as ``add_job(Job(name, cron_expr, job_fn, timezone, **options))``.
 
         ``options`` are Job's keyword options plus ``replace_existing``; an unknown
         option raises :class:`InvalidValue` naming it.
         """
-        replace_existing = pop_replace_existing(options)
-        # The checks Job() makes, without building one (bench/RESULTS.md: registration).
-        check_job(name, cron_expr, job_fn, timezone)
-        policy = make_policy(**options) if options else DEFAULT_POLICY
+        policy, replace_existing = cron_policy(name, cron_expr, job_fn, timezone, options)
         return self._add(name, cron_expr, job_fn, timezone, policy, replace_existing)
 
     def _add(self, name: str, expression: str, func: Callable[[], object],
-             timezone: Union[str, Any, None], policy: Policy, replace_existing: bool
+             timezone: Union[str, tzinfo, None], policy: Policy, replace_existing: bool
              ) -> uuid.UUID:
         zone = self._default_zone if timezone is None else resolve_zone(timezone)
         schedule = CronSchedule.shared(expression, zone, name)
@@ -250,7 +230,8 @@ class SchedulerService:
         return job_id
 
     def cron(self, expression: str, *, name: Optional[str] = None,
-             timezone: Union[str, Any, None] = None, **options: Any) -> Callable[[F], F]:
+             timezone: Union[str, tzinfo, None] = None,
+             **options: Unpack[JobOptions]) -> Callable[[F], F]:
         """Decorator: register the function as a cron job and return it unchanged.
 
         ``name`` defaults to the function's qualified name.

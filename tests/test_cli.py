@@ -51,3 +51,22 @@ def test_python_dash_m() -> None:
          "-n", "1"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert result.stdout == "2027-01-01T00:00:00+00:00  UTC  Fri\n"
+
+
+def test_the_cli_uses_the_public_api_only() -> None:
+    import ast
+    from pathlib import Path
+
+    import memory_scheduler
+    from memory_scheduler import cli
+
+    allowed = {"memory_scheduler": set(memory_scheduler.__all__),
+               "memory_scheduler.clock": {"utc_now"},
+               "memory_scheduler.crontab": {"CrontabEntry", "default_zone", "parse_crontab"}}
+    tree = ast.parse(Path(cli.__file__).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or "memory_scheduler" in
+                                                 (node.module or "")):
+            assert node.level == 0 and node.module in allowed, ast.dump(node)
+            names = {alias.name for alias in node.names}
+            assert names <= allowed[node.module], names - allowed[node.module]

@@ -90,6 +90,21 @@ def test_the_first_command_runs_the_cli_on_the_example_crontab() -> None:
         assert proc.wait(timeout=30) == 0
 
 
+@pytest.mark.parametrize("index", range(len(blocks("crontab"))))
+def test_crontab_examples_pass_check(index: int, tmp_path: Path) -> None:
+    path = tmp_path / "crontab"
+    path.write_text(blocks("crontab")[index])
+    result = cli(f"memory-scheduler run --check {path}")
+    assert result.returncode == 0, result.stderr
+    jobs = [line for line in blocks("crontab")[index].splitlines()
+            if line.strip() and not line.lstrip().startswith("#") and "=" not in line.split()[0]]
+    assert result.stdout.splitlines()[-1] == f"{len(jobs)} job(s) OK"
+
+
+def test_there_are_crontab_examples() -> None:
+    assert blocks("crontab")
+
+
 def test_the_second_command_is_what_ci_runs() -> None:
     second = blocks("console")[1].strip()
     test_command = second.split("&& ")[-1]
