@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import contextlib
+import logging
+import logging.handlers
 import queue
 import threading
 from datetime import datetime, timedelta
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, Optional, TypeVar
 
 from hypothesis import HealthCheck, settings
 
 from memory_scheduler import EventKind, SchedulerEvent, SchedulerService
 from memory_scheduler.testing import library_threads
 
-__all__ = ["GUARD", "VALID", "Sentinel", "get", "library_threads", "wait_until"]
+__all__ = ["GUARD", "VALID", "Sentinel", "events_of", "get", "library_threads", "log_records",
+           "wait_until"]
 
 # Hypothesis: a hang guard rather than a timing claim: any single example past this fails.
 GUARD = settings(deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
@@ -47,6 +51,46 @@ def get(q: queue.Queue[T], timeout: float = 2.0) -> T:
         except queue.Empty:
             pause.wait(0.005)
     raise queue.Empty
+
+
+def events_of(svc: SchedulerService, *kinds: EventKind, job: Optional[str] = None
+              ) -> queue.Queue[SchedulerEvent]:
+    """A queue that receives the service's events of ``kinds`` (every kind if none is
+    given), of the job named ``job`` only if given. Wait on it with :func:`get`.
+
+    Run events come from the worker after the run is recorded (``get_job`` already
+    shows it); skipped, missed, timed-out and ended events from the notifier thread
+    after the change they report."""
+    q: queue.Queue[SchedulerEvent] = queue.Queue()
+
+    def record(event: SchedulerEvent) -> None:
+        if job is None or event.job_name == job:
+            q.put(event)
+
+    svc.add_listener(record, events=list(kinds) or None)
+    return q
+
+
+@contextlib.contextmanager
+def log_records(level: int = logging.INFO, name: str = "memory_scheduler"
+                ) -> Iterator[queue.Queue[logging.LogRecord]]:
+    """A queue that receives the records of logger ``name`` at ``level`` and above, as
+    they are emitted (``record.threadName`` says by which thread), for what has no
+    event, such as a clock jump. The dispatcher's records are emitted by the notifier
+    thread after the pass that made them."""
+    logger = logging.getLogger(name)
+    records: queue.Queue[logging.LogRecord] = queue.Queue()
+    handler = logging.handlers.QueueHandler(records)
+    handler.setLevel(level)
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > level:
+        logger.setLevel(level)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 class Sentinel:

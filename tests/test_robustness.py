@@ -6,14 +6,13 @@ events while the pool is full, and __exit__ after a shutdown elsewhere."""
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Callable, Iterator, List, Optional
 
 import pytest
 from freezegun import freeze_time
-from helpers import get, wait_until
+from helpers import events_of, get, wait_until
 
 from memory_scheduler import (
     EventKind,
@@ -32,12 +31,6 @@ Factory = Callable[..., SchedulerService]
 
 def minute(n: int) -> datetime:
     return T0 + timedelta(minutes=n)
-
-
-def events_of(svc: SchedulerService, *kinds: EventKind) -> queue.Queue[SchedulerEvent]:
-    q: queue.Queue[SchedulerEvent] = queue.Queue()
-    svc.add_listener(q.put, events=list(kinds))
-    return q
 
 
 class CallsTheService(logging.Handler):
