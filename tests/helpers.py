@@ -98,7 +98,11 @@ class Sentinel:
     one worker: the dispatcher hands an instant's runs over in registration order and
     the single worker runs them in that order, so once the sentinel's run at an instant
     has finished, any run of the job under test at that instant has finished too.
-    Waiting for it proves that something did *not* run, without sleeping."""
+    Waiting for it proves that something did *not* run, without sleeping.
+
+    With any number of workers, the sentinel's run at an instant also proves that the
+    dispatcher has handled every job due at that instant (it hands runs over once the
+    whole instant is collected): a jittered job, for one, is reserved by then."""
 
     def __init__(self, svc: SchedulerService, expression: str = "* * * * *",
                  name: str = "sentinel") -> None:
