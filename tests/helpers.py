@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+import contextlib
+import logging
+import logging.handlers
 import queue
 import threading
 from datetime import datetime, timedelta
-from typing import Callable, TypeVar
+from typing import Iterator, Optional, TypeVar
 
 from hypothesis import HealthCheck, settings
 
 from memory_scheduler import EventKind, SchedulerEvent, SchedulerService
 from memory_scheduler.testing import library_threads
 
-__all__ = ["GUARD", "VALID", "Sentinel", "get", "library_threads", "wait_until"]
+__all__ = ["GUARD", "VALID", "Sentinel", "events_of", "get", "library_threads", "log_records"]
 
 # Hypothesis: a hang guard rather than a timing claim: any single example past this fails.
 GUARD = settings(deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
@@ -19,16 +22,6 @@ GUARD = settings(deadline=timedelta(seconds=5), suppress_health_check=[HealthChe
 VALID = ["* * * * *", "*/15 * * * *", "0 9-17 * * mon-fri", "30 2 * * *", "0 0 L * *",
          "0 9 * * 1#2", "0 9 * * 5L", "@daily", "@hourly", "0 30 9 * * *", "5,10 1 1 jan *",
          "*/7 * */2 * 1", "0 0 29 2 *"]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
-    """Poll ``predicate`` every 5 ms of real time, up to ``timeout`` seconds."""
-    pause = threading.Event()
-    for _ in range(int(timeout / 0.005)):
-        if predicate():
-            return True
-        pause.wait(0.005)
-    return predicate()
 
 
 T = TypeVar("T")
@@ -49,12 +42,56 @@ def get(q: queue.Queue[T], timeout: float = 2.0) -> T:
     raise queue.Empty
 
 
+def events_of(svc: SchedulerService, *kinds: EventKind, job: Optional[str] = None
+              ) -> queue.Queue[SchedulerEvent]:
+    """A queue that receives the service's events of ``kinds`` (every kind if none is
+    given), of the job named ``job`` only if given. Wait on it with :func:`get`.
+
+    Run events come from the worker after the run is recorded (``get_job`` already
+    shows it); skipped, missed, timed-out and ended events from the notifier thread
+    after the change they report."""
+    q: queue.Queue[SchedulerEvent] = queue.Queue()
+
+    def record(event: SchedulerEvent) -> None:
+        if job is None or event.job_name == job:
+            q.put(event)
+
+    svc.add_listener(record, events=list(kinds) or None)
+    return q
+
+
+@contextlib.contextmanager
+def log_records(level: int = logging.INFO, name: str = "memory_scheduler"
+                ) -> Iterator[queue.Queue[logging.LogRecord]]:
+    """A queue that receives the records of logger ``name`` at ``level`` and above, as
+    they are emitted (``record.threadName`` says by which thread), for what has no
+    event, such as a clock jump. The dispatcher's records are emitted by the notifier
+    thread after the pass that made them."""
+    logger = logging.getLogger(name)
+    records: queue.Queue[logging.LogRecord] = queue.Queue()
+    handler = logging.handlers.QueueHandler(records)
+    handler.setLevel(level)
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > level:
+        logger.setLevel(level)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
 class Sentinel:
     """A job added after the job under test, on the same schedule, in a service with
     one worker: the dispatcher hands an instant's runs over in registration order and
     the single worker runs them in that order, so once the sentinel's run at an instant
     has finished, any run of the job under test at that instant has finished too.
-    Waiting for it proves that something did *not* run, without sleeping."""
+    Waiting for it proves that something did *not* run, without sleeping.
+
+    With any number of workers, the sentinel's run at an instant also proves that the
+    dispatcher has handled every job due at that instant (it hands runs over once the
+    whole instant is collected): a jittered job, for one, is reserved by then."""
 
     def __init__(self, svc: SchedulerService, expression: str = "* * * * *",
                  name: str = "sentinel") -> None:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import pytest
 from freezegun import freeze_time
-from helpers import Sentinel, get, wait_until
+from helpers import Sentinel, events_of, get
 
 from memory_scheduler import (
     MAX_CATCHUP_RUNS,
@@ -209,6 +209,7 @@ def test_skip_is_counted_and_logged_once(make_scheduler: Factory,
             started.set()
             release.wait(5)
 
+        skipped = events_of(svc, EventKind.RUN_SKIPPED)
         svc.add_cron_job("slow", "* * * * * *", slow)
         svc.start()
         frozen.tick(1)
@@ -217,7 +218,8 @@ def test_skip_is_counted_and_logged_once(make_scheduler: Factory,
         for n in range(1, 6):
             frozen.tick(1)
             svc.wakeup()
-            assert wait_until(lambda n=n: svc.get_job("slow").skip_count == n)  # type: ignore[misc]
+            assert get(skipped).scheduled_time == at(0, 1 + n)
+            assert svc.get_job("slow").skip_count == n
         release.set()
     warnings = [r for r in caplog_info.records
                 if r.levelno == logging.WARNING and "skipped" in r.getMessage()]
@@ -236,6 +238,8 @@ def test_concurrent_overlap_up_to_max_instances(make_scheduler: Factory) -> None
             running.put(current_run().scheduled_time)
             release.wait(5)
 
+        skipped = events_of(svc, EventKind.RUN_SKIPPED)
+        ended = events_of(svc, EventKind.RUN_SUCCEEDED, EventKind.RUN_FAILED)
         svc.add_cron_job("slow", "* * * * * *", slow, overlap="concurrent", max_instances=2)
         svc.start()
         for second in (1, 2, 3):
@@ -243,10 +247,13 @@ def test_concurrent_overlap_up_to_max_instances(make_scheduler: Factory) -> None
             svc.wakeup()
             if second < 3:
                 assert running.get(timeout=2) == at(0, second)
-        assert wait_until(lambda: svc.get_job("slow").skip_count == 1)
+        assert get(skipped).scheduled_time == at(0, 3)
+        assert svc.get_job("slow").skip_count == 1
         assert svc.get_job("slow").running == 2
         release.set()
-        assert wait_until(lambda: svc.get_job("slow").running == 0)
+        assert {(e.kind, e.scheduled_time) for e in (get(ended), get(ended))} == {
+            (EventKind.RUN_SUCCEEDED, at(0, 1)), (EventKind.RUN_SUCCEEDED, at(0, 2))}
+        assert svc.get_job("slow").running == 0
 
 
 def test_concurrent_without_limit_is_unlimited(make_scheduler: Factory) -> None:
@@ -375,6 +382,7 @@ def test_lateness_is_measured_when_the_dispatcher_hands_over(make_scheduler: Fac
     ran: queue.Queue[datetime] = queue.Queue()
     with freeze_time(T0) as frozen:
         svc = make_scheduler(max_sleep_secs=3600)
+        missed = events_of(svc, EventKind.RUN_MISSED)
         svc.add_cron_job("m", "* * * * *", lambda: ran.put(current_run().scheduled_time),
                          misfire_grace_secs=5)
         svc.start()
@@ -383,7 +391,8 @@ def test_lateness_is_measured_when_the_dispatcher_hands_over(make_scheduler: Fac
         assert ran.get(timeout=2) == at(1)
         frozen.tick(62)  # 00:02:06: 6 s late
         svc.wakeup()
-        assert wait_until(lambda: svc.get_job("m").missed_count == 1)
+        assert get(missed).scheduled_time == at(2)
+        assert svc.get_job("m").missed_count == 1
 
 
 # --- jitter -----------------------------------------------------------------------------
@@ -398,10 +407,12 @@ def test_jitter_delays_the_start_but_not_the_scheduled_time(make_scheduler: Fact
             ran.put((current_run().scheduled_time, datetime.now(UTC)))
 
         svc.add_cron_job("j", "* * * * *", job, jitter_secs=30)
+        sentinel = Sentinel(svc)
         svc.start()
         frozen.tick(60)
         svc.wakeup()
-        assert wait_until(lambda: svc.get_job("j").running == 1)  # reserved, waiting
+        sentinel.wait_past(at(1))  # the dispatcher has handled 00:01, "j" included
+        assert svc.get_job("j").running == 1  # reserved, waiting
         frozen.tick(max(0.0, delay - 0.5))
         svc.wakeup()
         with pytest.raises(queue.Empty):
@@ -419,10 +430,12 @@ def test_jitter_stays_within_bounds(make_scheduler: Factory, seed: int) -> None:
     with freeze_time(T0) as frozen:
         svc = make_scheduler(random_seed=seed)
         svc.add_cron_job("j", "* * * * *", lambda: ran.put(datetime.now(UTC)), jitter_secs=10)
+        sentinel = Sentinel(svc)
         svc.start()
         frozen.tick(60)
         svc.wakeup()
-        assert wait_until(lambda: svc.get_job("j").running == 1)
+        sentinel.wait_past(at(1))  # the dispatcher has handled 00:01, "j" included
+        assert svc.get_job("j").running == 1
         frozen.tick(10)  # the whole jitter window has passed
         svc.wakeup()
         assert at(1) <= ran.get(timeout=2) <= at(1, 10)
@@ -433,10 +446,12 @@ def test_jitter_is_cut_short_by_shutdown(make_scheduler: Factory) -> None:
     with freeze_time(T0) as frozen:
         svc = make_scheduler(random_seed=1)
         svc.add_cron_job("j", "* * * * *", ran.set, jitter_secs=3600)
+        sentinel = Sentinel(svc)
         svc.start()
         frozen.tick(60)
         svc.wakeup()
-        assert wait_until(lambda: svc.get_job("j").running == 1)
+        sentinel.wait_past(at(1))  # the dispatcher has handled 00:01, "j" included
+        assert svc.get_job("j").running == 1
         svc.shutdown(timeout=5)
         assert not ran.is_set()
         assert svc.get_job("j").running == 0
@@ -459,8 +474,8 @@ def test_timeout_is_recorded_while_the_function_still_runs(
                 token_seen.set()
             release.wait(5)
 
-        timed_out: queue.Queue[SchedulerEvent] = queue.Queue()
-        svc.add_listener(timed_out.put, events=[EventKind.RUN_TIMED_OUT])
+        timed_out = events_of(svc, EventKind.RUN_TIMED_OUT)
+        ended = events_of(svc, EventKind.RUN_SUCCEEDED, EventKind.RUN_FAILED)
         svc.add_cron_job("slow", "0 * * * *", slow, timeout_secs=30)
         svc.start()
         frozen.tick(3600)
@@ -477,7 +492,8 @@ def test_timeout_is_recorded_while_the_function_still_runs(
         assert any("timed out" in r.getMessage() for r in caplog_info.records
                    if r.levelno == logging.WARNING)
         release.set()
-        assert wait_until(lambda: svc.get_job("slow").running == 0)
+        assert get(ended).kind is EventKind.RUN_SUCCEEDED  # the function returned normally
+        assert svc.get_job("slow").running == 0
         assert svc.get_job("slow").last_status is RunStatus.TIMED_OUT
 
 
@@ -543,12 +559,13 @@ def test_dispatcher_events_reach_listeners_through_the_pool(make_scheduler: Fact
         svc = make_scheduler()
         svc.add_listener(events.put, events=[EventKind.RUN_SKIPPED, EventKind.SCHEDULER_STARTED,
                                              EventKind.SCHEDULER_SHUTDOWN])
+        started = events_of(svc, EventKind.RUN_STARTED)
         svc.add_cron_job("slow", "* * * * * *", lambda: release.wait(5))
         svc.start()
         assert events.get(timeout=2).kind is EventKind.SCHEDULER_STARTED
         frozen.tick(1)
         svc.wakeup()
-        assert wait_until(lambda: svc.get_job("slow").running == 1)
+        assert get(started).scheduled_time == at(0, 1)
         frozen.tick(1)
         svc.wakeup()
         skipped = events.get(timeout=2)

@@ -6,14 +6,13 @@ events while the pool is full, and __exit__ after a shutdown elsewhere."""
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Callable, Iterator, List, Optional
 
 import pytest
 from freezegun import freeze_time
-from helpers import get, wait_until
+from helpers import Sentinel, events_of, get, library_threads
 
 from memory_scheduler import (
     EventKind,
@@ -32,12 +31,6 @@ Factory = Callable[..., SchedulerService]
 
 def minute(n: int) -> datetime:
     return T0 + timedelta(minutes=n)
-
-
-def events_of(svc: SchedulerService, *kinds: EventKind) -> queue.Queue[SchedulerEvent]:
-    q: queue.Queue[SchedulerEvent] = queue.Queue()
-    svc.add_listener(q.put, events=list(kinds))
-    return q
 
 
 class CallsTheService(logging.Handler):
@@ -190,6 +183,7 @@ def test_coalesce_false_backlog_does_not_run_after_shutdown(make_scheduler: Fact
 
     with freeze_time(T0) as frozen:
         svc = make_scheduler()
+        ended = events_of(svc, EventKind.RUN_SUCCEEDED, EventKind.RUN_FAILED)
         svc.add_cron_job("slow", "* * * * *", slow, coalesce=False)
         svc.start()
         frozen.move_to(minute(4))  # 01..04 due: one runs, three wait behind it
@@ -197,7 +191,10 @@ def test_coalesce_false_backlog_does_not_run_after_shutdown(make_scheduler: Fact
         assert started.wait(2)
         svc.shutdown(timeout=0.05)  # times out: "slow" ignores its token
         release.set()
-        assert wait_until(lambda: svc.get_job("slow").running == 0)
+        # The worker records the run, and would start the next catch-up run in the same
+        # lock round, before delivering this event.
+        assert get(ended).scheduled_time == minute(1)
+        assert svc.get_job("slow").running == 0
         info = svc.get_job("slow")
         assert (info.run_count, info.missed_count) == (1, 3)
         assert len(calls) == 1
@@ -229,8 +226,9 @@ def test_restart_after_a_timed_out_shutdown_runs_jobs_while_old_ones_are_stuck(
         svc.wakeup()
         assert get(ran).job_name == "work"  # the one new worker is free
         release.set()
-        svc.shutdown(timeout=2)
-        assert wait_until(lambda: svc.get_job("hang").running == 0)
+        svc.shutdown(timeout=2)  # waits for this start's pool only, not for "hang"
+        assert get(ran).job_name == "hang"
+        assert svc.get_job("hang").running == 0
         check_invariants(svc)
 
 
@@ -276,12 +274,14 @@ def test_a_jittered_start_keeps_its_delay_after_the_clock_goes_back(
         make_scheduler: Factory) -> None:
     with freeze_time(T0) as frozen:
         svc = make_scheduler(random_seed=7)
-        started = events_of(svc, EventKind.RUN_STARTED)
+        started = events_of(svc, EventKind.RUN_STARTED, job="jittered")
         svc.add_cron_job("jittered", "0 * * * *", lambda: None, jitter_secs=10)
+        sentinel = Sentinel(svc, "0 * * * *")
         svc.start()
         frozen.move_to(T0 + timedelta(hours=1))
         svc.wakeup()  # due: now waiting for its delay (< 10 s) in the timer heap
-        assert wait_until(lambda: svc.get_job("jittered").running == 1)
+        sentinel.wait_past(T0 + timedelta(hours=1))  # the dispatcher has handled 01:00
+        assert svc.get_job("jittered").running == 1
         frozen.move_to(T0 + timedelta(minutes=30))  # back by half an hour
         assert svc.run_pending() == []  # the service has seen the jump (nothing is due)
         frozen.tick(10)  # the delay has passed on the new timeline
@@ -316,11 +316,13 @@ def test_skipped_and_timed_out_events_arrive_while_the_pool_is_full(
     with freeze_time(T0) as frozen:
         svc = make_scheduler(max_workers=1)
         news = events_of(svc, EventKind.RUN_SKIPPED, EventKind.RUN_TIMED_OUT)
+        started = events_of(svc, EventKind.RUN_STARTED)
         svc.add_cron_job("hang", "* * * * *", lambda: release.wait(10), timeout_secs=90)
         svc.start()
         frozen.move_to(minute(1))
         svc.wakeup()
-        assert wait_until(lambda: svc.get_job("hang").run_count == 1)
+        assert get(started).scheduled_time == minute(1)
+        assert svc.get_job("hang").run_count == 1
         frozen.move_to(minute(2))  # due while running: skipped
         svc.wakeup()
         assert get(news).kind is EventKind.RUN_SKIPPED
@@ -349,7 +351,13 @@ def test_shutdown_from_a_job_during_a_big_instant_keeps_the_books(
         frozen.move_to(minute(1))
         svc.wakeup()
         assert done.wait(10)
-        assert wait_until(lambda: all(i.running == 0 for i in svc.jobs()), timeout=5)
+        # No event marks "the dispatcher has dropped what it collected and the other
+        # worker has recorded its last run" (the runs never reached make none), but each
+        # ends with its thread: join them (shutdown(timeout=0) did not wait for them).
+        for thread in library_threads(svc.config.thread_name_prefix):
+            thread.join(5)
+            assert not thread.is_alive(), thread.name
+        assert [i.name for i in svc.jobs() if i.running] == []
         check_invariants(svc)
         infos = svc.jobs()
         # Each occurrence of the instant ran, was dropped (missed) or was never reached.

@@ -15,10 +15,11 @@ from typing import Any, Callable
 
 import pytest
 from freezegun import freeze_time
-from helpers import Sentinel, library_threads, wait_until
+from helpers import Sentinel, events_of, get, library_threads, log_records
 
 from memory_scheduler import (
     AlreadyRunning,
+    EventKind,
     InvalidCron,
     InvalidTimezone,
     InvalidValue,
@@ -243,6 +244,7 @@ def test_overlapping_run_is_skipped_by_default(make_scheduler: Factory) -> None:
 
     with freeze_time(T0) as frozen:
         svc = make_scheduler()
+        skipped = events_of(svc, EventKind.RUN_SKIPPED)
         svc.add_cron_job("slow", "* * * * *", slow)
         svc.start()
         frozen.tick(60)
@@ -250,7 +252,8 @@ def test_overlapping_run_is_skipped_by_default(make_scheduler: Factory) -> None:
         started.get(timeout=2)
         frozen.tick(60)
         svc.wakeup()
-        assert wait_until(lambda: svc.get_job("slow").skip_count == 1)
+        assert get(skipped).scheduled_time == datetime(2026, 3, 1, 0, 2, tzinfo=UTC)
+        assert svc.get_job("slow").skip_count == 1
         assert_empty(started)
         release.set()
 
@@ -285,14 +288,19 @@ def test_backward_jump_recomputes_and_never_reruns_a_fixed_time(make_scheduler: 
 
 def test_backward_jump_is_noticed_by_the_dispatcher(make_scheduler: Factory) -> None:
     q, job = recorder()
-    with freeze_time("2026-03-01 12:00:00") as frozen:
+    with freeze_time("2026-03-01 12:00:00") as frozen, log_records() as records:
         svc = make_scheduler(max_sleep_secs=3600)
         svc.add_cron_job("wild", "*/10 * * * *", job)
         svc.start()
         frozen.move_to("2026-03-01 10:00:00")
         svc.wakeup()
-        assert wait_until(lambda: svc.get_job("wild").next_run_time
-                          == datetime(2026, 3, 1, 10, 10, tzinfo=UTC))
+        # No event marks a clock jump; its log record, made by the dispatcher's pass,
+        # is emitted by the notifier thread once that pass has recomputed the schedules.
+        jump = get(records)
+        while not jump.getMessage().startswith("clock moved back"):
+            jump = get(records)
+        assert jump.threadName == f"{svc.config.thread_name_prefix}-events"
+        assert svc.get_job("wild").next_run_time == datetime(2026, 3, 1, 10, 10, tzinfo=UTC)
         frozen.tick(timedelta(minutes=10))
         svc.wakeup()
         assert q.get(timeout=2) == datetime(2026, 3, 1, 10, 10, tzinfo=UTC)
@@ -411,13 +419,16 @@ def test_calls_from_inside_a_running_job(make_scheduler: Factory) -> None:
             seen.put(svc.is_running())
             svc.remove_job("self")
 
+        ended = events_of(svc, EventKind.RUN_SUCCEEDED, EventKind.RUN_FAILED, job="self")
         svc.add_cron_job("self", "* * * * *", job)
         svc.start()
         frozen.tick(60)
         svc.wakeup()
         assert seen.get(timeout=2) == 1
         assert seen.get(timeout=2) is True
-        assert wait_until(lambda: [j.name for j in svc.jobs()] == ["child"])
+        event = get(ended)
+        assert (event.kind, event.exception) == (EventKind.RUN_SUCCEEDED, None)
+        assert [j.name for j in svc.jobs()] == ["child"]
 
 
 def test_blocking_runs_due_together_use_every_worker_and_no_more(
@@ -505,14 +516,18 @@ def test_restart_after_a_timed_out_shutdown_keeps_the_next_shutdown_bounded(
 
     with freeze_time(T0) as frozen:
         svc = make_scheduler()
+        started = events_of(svc, EventKind.RUN_STARTED)
+        ended = events_of(svc, EventKind.RUN_SUCCEEDED, EventKind.RUN_FAILED)
         svc.add_cron_job("j", "* * * * *", job, overlap="concurrent")
         svc.start()
         frozen.tick(60)
         svc.wakeup()
-        assert wait_until(lambda: len(calls) == 1)
+        get(started)
         svc.shutdown(timeout=0.05)  # times out: the first run is still going
         first_release.set()  # ... and returns only after that shutdown
-        assert wait_until(lambda: svc.get_job("j").running == 0)
+        assert get(ended).kind is EventKind.RUN_SUCCEEDED
+        assert calls == [1]
+        assert svc.get_job("j").running == 0
         svc.start()
         frozen.tick(60)
         svc.wakeup()

@@ -11,7 +11,7 @@ from typing import Callable
 
 import pytest
 from freezegun import freeze_time
-from helpers import library_threads, wait_until
+from helpers import events_of, get, library_threads
 
 from memory_scheduler import (
     EventKind,
@@ -48,6 +48,7 @@ def test_stress_add_remove_pause_resume_query_while_jobs_fire(
                     violations.append(f"{name} ran {scheduled} while paused")
         return job
 
+    started = events_of(svc, EventKind.RUN_STARTED)
     svc.start()
     for i in range(20):
         svc.add_cron_job(f"base{i}", "* * * * * *", make_job(f"base{i}"))
@@ -93,7 +94,8 @@ def test_stress_add_remove_pause_resume_query_while_jobs_fire(
     for t in threads:
         t.join(30)
     # Let a second or so of every-second runs happen around the churn.
-    assert wait_until(lambda: sum(j.run_count for j in svc.jobs()) > 20, timeout=3)
+    for _ in range(21):
+        get(started, 3)
     svc.shutdown(timeout=2)
     assert errors == []
     assert violations == []
@@ -118,6 +120,7 @@ def test_jobs_raising_anything_never_kill_a_worker(make_scheduler: Factory,
 
     with freeze_time("2026-03-01") as frozen:
         svc = make_scheduler(max_workers=1)
+        failed = events_of(svc, EventKind.RUN_FAILED, job="bad")
         svc.add_cron_job("bad", "* * * * *", bad)
         svc.add_cron_job("good", "* * * * *", ran.set)
         svc.start()
@@ -126,8 +129,10 @@ def test_jobs_raising_anything_never_kill_a_worker(make_scheduler: Factory,
             frozen.tick(60)
             svc.wakeup()
             assert ran.wait(2)  # the single worker survived the bad job
-        assert wait_until(lambda: svc.get_job("bad").failure_count == 2)
+        for _ in range(2):
+            assert isinstance(get(failed).exception, type(raised))
         info = svc.get_job("bad")
+        assert info.failure_count == 2
         assert info.last_status is RunStatus.FAILED
         assert info.last_error is not None
         assert info.last_error.startswith(type(raised).__name__)
@@ -163,8 +168,6 @@ def test_hanging_jobs_do_not_hold_shutdown_beyond_its_timeout(make_scheduler: Fa
 def test_listeners_raising_base_exceptions_in_workers(make_scheduler: Factory,
                                                       caplog_info: pytest.LogCaptureFixture
                                                       ) -> None:
-    seen: list[EventKind] = []
-
     def exits(event: SchedulerEvent) -> None:
         if event.kind is EventKind.RUN_STARTED:
             raise SystemExit(1)
@@ -172,12 +175,14 @@ def test_listeners_raising_base_exceptions_in_workers(make_scheduler: Factory,
     with freeze_time("2026-03-01") as frozen:
         svc = make_scheduler()
         svc.add_listener(exits)
-        svc.add_listener(lambda e: seen.append(e.kind))
+        seen = events_of(svc)  # called after "exits", for every event
         svc.add_cron_job("j", "* * * * *", lambda: None)
         svc.start()
         frozen.tick(60)
         svc.wakeup()
-        assert wait_until(lambda: EventKind.RUN_SUCCEEDED in seen)
+        assert [get(seen).kind for _ in range(4)] == [
+            EventKind.JOB_ADDED, EventKind.SCHEDULER_STARTED, EventKind.RUN_STARTED,
+            EventKind.RUN_SUCCEEDED]
         svc.shutdown(timeout=1)
     assert svc.get_job("j").last_status is RunStatus.SUCCESS
 

@@ -13,10 +13,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from freezegun import freeze_time
-from helpers import get, library_threads, wait_until
+from helpers import events_of, get, library_threads, log_records
 
 from memory_scheduler import (
     AlreadyRunning,
+    EventKind,
     InvalidValue,
     RunStatus,
     SchedulerService,
@@ -129,7 +130,8 @@ def test_whole_lifecycle_never_hangs(make_scheduler: Factory, clock_kind: str,
 
 def test_backward_and_forward_jumps(make_scheduler: Factory, clock_kind: str) -> None:
     ran: queue.Queue[tuple[str, datetime]] = queue.Queue()
-    with frozen_clock(clock_kind, datetime(2026, 3, 1, 1, 59, 30, tzinfo=UTC), tick=False) as clock:
+    start = datetime(2026, 3, 1, 1, 59, 30, tzinfo=UTC)
+    with frozen_clock(clock_kind, start, tick=False) as clock, log_records() as records:
         svc = make_scheduler(max_sleep_secs=3600)
         for name, expr in (("fixed", "0 2 * * *"), ("wild", "*/10 * * * *")):
             svc.add_cron_job(name, expr,
@@ -143,8 +145,13 @@ def test_backward_and_forward_jumps(make_scheduler: Factory, clock_kind: str) ->
         # Back by two hours: the wildcard job does not stall for two hours...
         clock.move_to(datetime(2026, 3, 1, 0, 0, 1, tzinfo=UTC))
         svc.wakeup()
-        assert wait_until(lambda: svc.get_job("wild").next_run_time
-                          == datetime(2026, 3, 1, 0, 10, tzinfo=UTC))
+        # No event marks a clock jump; its log record, made by the dispatcher's pass,
+        # is emitted by the notifier thread once that pass has recomputed the schedules.
+        jump = get(records)
+        while not jump.getMessage().startswith("clock moved back"):
+            jump = get(records)
+        assert jump.threadName == f"{svc.config.thread_name_prefix}-events"
+        assert svc.get_job("wild").next_run_time == datetime(2026, 3, 1, 0, 10, tzinfo=UTC)
         clock.shift(600)
         svc.wakeup()
         assert get(ran, 2) == ("wild", datetime(2026, 3, 1, 0, 10, tzinfo=UTC))
@@ -171,6 +178,7 @@ def test_run_pending_and_the_dispatcher_never_share_an_occurrence(
 
     with freeze_time(START) as frozen:
         svc = make_scheduler(max_sleep_secs=0.001)
+        finished = events_of(svc, EventKind.RUN_SUCCEEDED, EventKind.RUN_FAILED)
         for i in range(20):
             svc.add_cron_job(f"j{i}", "* * * * * *", job, overlap="concurrent")
         svc.start()
@@ -179,8 +187,9 @@ def test_run_pending_and_the_dispatcher_never_share_an_occurrence(
             svc.wakeup()
             svc.run_pending()
         # Runs the dispatcher took for the last instant may still be waiting for a
-        # worker, and shutdown() stops starting runs at once: let them start first.
-        wait_until(lambda: sum(counts.values()) >= 20 * 30)
+        # worker, and shutdown() stops starting runs at once: let them finish first.
+        for _ in range(20 * 30):
+            assert get(finished, 5).kind is EventKind.RUN_SUCCEEDED
         svc.shutdown(timeout=2)
     assert sum(counts.values()) == 20 * 30
     assert set(counts.values()) == {20}
