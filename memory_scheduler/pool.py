@@ -132,7 +132,9 @@ class RunPool:
             run = self.ready.popleft()
             if self._book.may_start(run):
                 return run
-            self._book.release(run)
+            # Paused or removed since it was handed over: counted, not reported (a
+            # worker has no outbox; pause_job and remove_job reported the change).
+            self._book.drop(run, None, "its job was paused or removed")
         self._drainer_ends()
         return None
 

@@ -95,9 +95,10 @@ class RunBook:
         run.entry.running -= 1
         del self.active[run]
 
-    def drop(self, run: Run, outbox: Outbox, reason: str) -> int:
+    def drop(self, run: Run, outbox: Optional[Outbox], reason: str) -> int:
         """Caller holds the lock: release a run that will not start, counting it and
-        its catch-up occurrences as missed. Returns how many occurrences it held."""
+        its catch-up occurrences as missed (reported in ``outbox``, if given). Returns
+        how many occurrences it held."""
         if run.done:
             return 0
         self.release(run)
@@ -107,6 +108,8 @@ class RunBook:
         stats = run.entry.stats_for_update()
         stats.missed_count += len(occurrences)
         stats.last_status = RunStatus.MISSED
+        if outbox is None:
+            return len(occurrences)
         for when in occurrences:
             outbox.event(EventKind.RUN_MISSED, run.entry, when)
         outbox.log(logging.INFO, "job %r: %d run(s) not started (%s)", run.entry.name,
@@ -238,8 +241,8 @@ class RunBook:
         current: Optional[Run] = run
         while current is not None:
             with self._cond:
-                if not self.may_start(current):
-                    self.release(current)
+                if not self.may_start(current):  # paused or removed meanwhile
+                    self.drop(current, None, "its job was paused or removed")
                     return results
                 cancel = self.start(current)
             ctx = self.context(current, cancel)
