@@ -28,7 +28,7 @@ import os
 import threading
 import zoneinfo
 from datetime import datetime, timedelta
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .admission import Admission
 from .clock import utc_now
@@ -140,6 +140,9 @@ class Cluster(Admission):
         self._firing = firing
         self._listeners = listeners
         self._down = False  # the store failed and has not answered since
+        # While started: queues a run's end for the recorder thread; False if it has
+        # stopped (then the worker records it itself). Set and cleared by the service.
+        self.recorder: Optional[Callable[[Run, RunStatus], bool]] = None
         firing.marks = []
         book.recorder = self.record_finish
 
@@ -348,21 +351,35 @@ class Cluster(Admission):
     # -- the end of a run (worker, no lock held) ------------------------------------------
 
     def record_finish(self, run: Run, status: RunStatus) -> None:
-        """Record a run's end; a refusal (the lease was lost meanwhile) is logged and
-        counted, never written over."""
-        claim = None if run.claims is None else run.claims[0]
-        if claim is None:
+        """A worker's run ended (no lock held): hand its end to the recorder thread, so
+        that the next run does not wait for the store, or record it now."""
+        if run.claims is None or run.claims[0] is None:
             return
-        outbox = Outbox(self._listeners)
+        recorder = self.recorder
+        if recorder is None or not recorder(run, status):
+            outbox = Outbox(self._listeners)
+            self.finish_now([(run, status)], outbox)
+            outbox.deliver(self._listeners)
+
+    def finish_now(self, ended: List[Tuple[Run, RunStatus]], outbox: Outbox) -> None:
+        """Record runs' ends in one round trip; a refusal (the lease was lost meanwhile)
+        is logged and counted, never written over."""
+        claims: List[Tuple[Claim, str]] = []
+        for run, status in ended:
+            assert run.claims is not None and run.claims[0] is not None  # record_finish
+            claims.append((run.claims[0], status.value))
+        items = claims
         error: Optional[BaseException] = None
-        recorded = True
+        recorded = [True] * len(items)
         try:
-            recorded = self.store.finish(claim, status.value)
-        except StoreError as exc:  # its lease lapses: a sweep records it lost
+            recorded = self.store.finish_many(items)
+        except StoreError as exc:  # their leases lapse: a sweep records them lost
             error = exc
         with self._cond:
             self.health(error, outbox)
-            if not recorded:
+            for (run, status), ok in zip(ended, recorded):
+                if ok:
+                    continue
                 outbox.log(logging.WARNING, "job %r (scheduled %s) ended %s after its lease "
                            "was lost; the store keeps what it recorded", run.entry.name,
                            run.scheduled.isoformat(), status,
@@ -370,7 +387,6 @@ class Cluster(Admission):
                                            scheduled=run.scheduled))
                 if not run.lease_lost:
                     self.lease_lost(run, outbox)
-        outbox.deliver(self._listeners)
 
     def lease_lost(self, run: Run, outbox: Outbox) -> None:
         """Caller holds the lock: the run's lease is gone; stop it (cooperatively)."""

@@ -51,7 +51,7 @@ from .job import (
 from .pool import RunPool
 from .registry import Entry, Registry, TimerKind
 from .runs import Run, RunBook
-from .threads import Claimer, Heartbeat, start_threads
+from .threads import Claimer, Heartbeat, Recorder, start_threads
 from .timezones import resolve_zone, zone_name
 from .views import JobKey, JobViews
 
@@ -95,6 +95,7 @@ class SchedulerService(JobViews):
         self._admission = Admission() if self._cluster is None else self._cluster
         self._claimer: Optional[Claimer] = None  # with a run store, per start()
         self._heartbeat: Optional[Heartbeat] = None
+        self._recorder: Optional[Recorder] = None
         self._notifier = Notifier(self._listeners, f"{config.thread_name_prefix}-events")
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -151,7 +152,7 @@ class SchedulerService(JobViews):
                 if entry.next_run is not None and entry.next_run <= now:
                     self._firing.reschedule(entry, now, outbox)
             if cluster is not None:
-                self._claimer, self._heartbeat = start_threads(
+                self._claimer, self._heartbeat, self._recorder = start_threads(
                     cluster, self._config, self._book, self._registry, self._cond,
                     self._queue, self._listeners, self._notifier, self._token)
         dispatcher.thread.start()
@@ -190,15 +191,17 @@ class SchedulerService(JobViews):
         outbox.deliver(self._listeners)
         # The dispatcher never runs foreign code, so it leaves within milliseconds.
         dispatcher.thread.join(timeout)
-        claimer, heartbeat = self._claimer, self._heartbeat
+        claimer, heartbeat, recorder = self._claimer, self._heartbeat, self._recorder
         if claimer is not None:
             claimer.stop(timeout)
         finished = pool.wait(timeout)
-        if heartbeat is not None:  # renewed the leases of the runs going on until now
+        if heartbeat is not None and recorder is not None:  # kept the leases until now
+            recorder.stop(timeout)
             heartbeat.stop(timeout)
         with self._cond:
             stuck = sorted({run.entry.name for run in self._book.active if run.started})
-            self._pool = self._dispatcher = self._claimer = self._heartbeat = None
+            self._pool = self._dispatcher = self._claimer = None
+            self._heartbeat = self._recorder = None
         self._notifier.stop(timeout)
         if finished:
             logger.info("scheduler shutdown complete")

@@ -479,6 +479,17 @@ class SQLiteStore(RunStore):
                                          claim.token))
             return cur.rowcount == 1
 
+    def finish_many(self, items: Sequence[Tuple[Claim, str]]) -> List[bool]:
+        rows = [(check_state(state, FINISH_STATES, "finish").value, check_name("job", c.job),
+                 to_us(c.scheduled_utc), c.token) for c, state in items]
+        if not rows:
+            return []
+        ns = self.namespace
+        with self._transaction("finish") as conn:
+            now = self._now_us()
+            return [conn.execute(_FINISH, (final, now, ns, job, at, token)).rowcount == 1
+                    for final, job, at, token in rows]
+
     def mark(self, job: str, scheduled_utc: datetime, state: str) -> bool:
         final = check_state(state, MARK_STATES, "mark")
         job, at = check_name("job", job), to_us(scheduled_utc)
