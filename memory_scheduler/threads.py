@@ -56,26 +56,37 @@ class Claimer:
         self._listeners = listeners
         self._notifier = notifier
         self._token = token
-        self._cond = threading.Condition(threading.Lock())  # guards _pending only
+        self._cond = threading.Condition(threading.Lock())  # guards _pending, _closed
         self._pending: Deque[Run] = deque()
+        self._closed = False  # the loop has seen the token: put() drops
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def put(self, runs: List[Run]) -> None:
+        """Queue runs to claim (no lock held); once the claimer has stopped they are
+        dropped here, or their overlap slots would stay taken."""
         with self._cond:
-            self._pending.extend(runs)
-            self._cond.notify()
+            closed = self._closed
+            if not closed:
+                self._pending.extend(runs)
+                self._cond.notify()
+        if closed:
+            outbox = Outbox(self._listeners)
+            self._drop(runs, outbox, "the scheduler is shutting down")
+            self._notifier.put(outbox)
 
     def wake(self) -> None:
         with self._cond:
             self._cond.notify()
 
-    def _take(self) -> List[Run]:
+    def _take(self) -> Tuple[List[Run], bool]:
+        """The queued runs, and whether the claimer is closing (then for good)."""
         with self._cond:
             if not self._pending and not self._token.is_set():
                 self._cond.wait(_IDLE_WAKE)
             runs = list(self._pending)
             self._pending.clear()
-            return runs
+            self._closed = self._token.is_set()
+            return runs, self._closed
 
     def _drop(self, runs: List[Run], outbox: Outbox, reason: str) -> None:
         with self._service_cond:
@@ -84,10 +95,10 @@ class Claimer:
 
     def _loop(self) -> None:
         while True:
-            runs = self._take()
+            runs, closing = self._take()
             outbox = Outbox(self._listeners)
             try:
-                if self._token.is_set():
+                if closing:
                     self._drop(runs, outbox, "the scheduler is shutting down")
                     return
                 self._queue(self._cluster.admit(runs, outbox), outbox)
@@ -123,7 +134,7 @@ class Heartbeat:
         self._sweep_every = max(1, round(sweep_secs / self.tick_secs))
         self._print_every = max(1, math.floor(DEFAULT_FINGERPRINT_LIVE_SECS / 2
                                               / self.tick_secs))
-        self._prune_every = max(1, round(_PRUNE_SECS / self.tick_secs))
+        self._prune_every = max(1, round(_PRUNE_SECS / self.tick_secs))  # then prune()
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
