@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
@@ -39,6 +40,7 @@ from memory_scheduler.stores import (
     RunStore,
     SQLiteStore,
     StoreError,
+    StoreUnavailable,
 )
 
 UTC = timezone.utc
@@ -396,3 +398,60 @@ def test_store_urls_and_bad_input(tmp_path: Path, make_scheduler: Factory) -> No
             svc.add_cron_job("j", "* * * * *", lambda: None, **{option: value})
     assert issubclass(StoreError, SchedulerError)
     assert RunStatus.SUCCESS.value == RunState.SUCCESS.value
+
+
+class GoesDown(MemoryStore):
+    """A MemoryStore that fails as a whole once it has granted its first claim."""
+
+    down = False
+
+    def claim_many(self, items: Sequence[ClaimRequest], lease_secs: float
+                   ) -> List[ClaimResult]:
+        if self.down:
+            return [ClaimResult(Outcome.UNAVAILABLE, detail="test outage")] * len(items)
+        self.down = True
+        return super().claim_many(items, lease_secs)
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            raise StoreUnavailable("test outage")
+        return None
+
+    def renew(self, claims: Sequence[Any], lease_secs: float) -> List[bool]:
+        self._fail()
+        return super().renew(claims, lease_secs)
+
+    def sweep(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail()
+        return super().sweep(*args, **kwargs)
+
+    def mark(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail()
+        return super().mark(*args, **kwargs)
+
+    def finish_many(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail()
+        return super().finish_many(*args, **kwargs)
+
+
+def test_a_run_whose_renews_fail_past_its_lease_is_cancelled(make_scheduler: Factory) -> None:
+    """Real clock: the holder self-fences at its monotonic deadline (lease minus a
+    margin), before any other process could sweep the row."""
+    store = GoesDown()
+    svc = make_scheduler(store=store, lease_secs=0.6, heartbeat_secs=0.05, sweep_secs=0.05)
+    seen = events(svc, [EventKind.RUN_LEASE_LOST, EventKind.STORE_UNAVAILABLE])
+    cancelled: List[float] = []
+
+    def job() -> None:
+        t0 = time.monotonic()
+        if current_run().cancel_token.wait(5):
+            cancelled.append(time.monotonic() - t0)
+
+    svc.add_cron_job("hold", "* * * * * *", job)
+    svc.start()
+    assert wait_until(lambda: bool(cancelled), 4)
+    # The deadline: 0.6 s from the claim less a margin (0.1 s), then a heartbeat tick.
+    assert 0.3 <= cancelled[0] <= 1.5
+    assert wait_until(lambda: [k for k, _ in seen] == ["store_unavailable", "run_lease_lost"],
+                      2)
+    assert svc.get_job("hold").lease_lost_count == 1
