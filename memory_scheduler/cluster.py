@@ -62,13 +62,17 @@ def open_run_store(config: SchedulerConfig) -> RunStore:
 
     Raises:
         InvalidStoreURL, StoreError: as :func:`~memory_scheduler.stores.open_store`.
-        InvalidValue: a RunStore of another namespace than the config's.
+        InvalidValue: a RunStore of another namespace than the config's, or with a
+            retention_secs in the config (a RunStore instance keeps its own settings).
     """
     store = config.store
     if isinstance(store, RunStore):
         if config.namespace not in ("default", store.namespace):
             raise InvalidValue(f"config namespace={config.namespace!r} differs from the "
                                f"store's namespace {store.namespace!r}; set it on the store")
+        if config.retention_secs is not None:
+            raise InvalidValue(f"config retention_secs={config.retention_secs!r} applies to "
+                               "store URLs; pass retention_secs to the RunStore itself")
         return store
     assert isinstance(store, str)
     options: Dict[str, object] = {"namespace": config.namespace}

@@ -391,6 +391,8 @@ def test_store_urls_and_bad_input(tmp_path: Path, make_scheduler: Factory) -> No
             SchedulerConfig.from_mapping(bad)
     with pytest.raises(InvalidValue, match="namespace"):
         SchedulerService(SchedulerConfig(store=MemoryStore(namespace="x"), namespace="y"))
+    with pytest.raises(InvalidValue, match="retention_secs"):
+        SchedulerService(SchedulerConfig(store=MemoryStore(), retention_secs=60))
     svc = make_scheduler(store="memory://")
     for option, value in (("cluster", "twice"), ("on_lost", "retry"),
                           ("on_unavailable", "panic")):
