@@ -21,6 +21,7 @@ from freezegun import freeze_time
 from helpers import wait_until
 
 from memory_scheduler import (
+    MAX_CATCHUP_RUNS,
     EventKind,
     InvalidValue,
     RunStatus,
@@ -457,3 +458,26 @@ def test_a_run_whose_renews_fail_past_its_lease_is_cancelled(make_scheduler: Fac
     assert wait_until(lambda: [k for k, _ in seen] == ["store_unavailable", "run_lease_lost"],
                       2)
     assert svc.get_job("hold").lease_lost_count == 1
+
+
+def test_a_long_outage_catches_up_at_most_the_bound_and_records_the_rest_missed(
+        make_scheduler: Factory) -> None:
+    store = MemoryStore()
+    old = service(make_scheduler, store.sibling("old"))
+    ran: List[datetime] = []
+    with freeze_time(NOON - timedelta(seconds=1)) as clock:
+        old.add_cron_job("tick", "* * * * *", lambda: None, coalesce=False)
+        clock.move_to(NOON)
+        old.run_pending()
+        clock.move_to(NOON + timedelta(minutes=150, seconds=30))
+        new = service(make_scheduler, store.sibling("new"))
+        new.add_cron_job("tick", "* * * * *",
+                         lambda: ran.append(current_run().scheduled_time), coalesce=False)
+        new.start()
+        assert wait_until(lambda: len(ran) == MAX_CATCHUP_RUNS, 10)
+        assert wait_until(lambda: len(store.history("tick", 1000)) == 151, 5)
+        new.shutdown()
+    records = sorted(store.history("tick", 1000), key=lambda r: r.scheduled_utc)
+    assert [r.state.value for r in records] == (
+        ["success"] * (1 + MAX_CATCHUP_RUNS) + ["missed"] * (150 - MAX_CATCHUP_RUNS))
+    assert ran[0] == NOON + timedelta(minutes=1)
