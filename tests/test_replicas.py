@@ -138,7 +138,7 @@ def check(cluster: Cluster, start: float, end: float, jobs: Tuple[str, ...]
               for job, records in cluster.records().items()}
     for job in jobs:
         due = occurrences(job, start, end)
-        assert len(due) >= 3
+        assert len(due) >= 2  # the window is several seconds long
         missing = [when for when in due if when not in by_job[job]]
         open_ = [when for when in due
                  if when in by_job[job] and by_job[job][when].state not in TERMINAL]
