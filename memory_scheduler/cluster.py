@@ -14,7 +14,8 @@ schedules the job from there (:meth:`catch_up`). With coalesce=True the one run 
 for the *latest* occurrence at or before the start instant: replicas starting a moment
 apart either compute the same key or meet it as an ordinary occurrence, whereas "the
 oldest after the watermark" would move with the watermark a first replica's run writes
-(COORDINATION.md 5.1). With coalesce=False each occurrence is its own key.
+(COORDINATION.md 5.1); the occurrences it stands for are recorded missed (up to
+MAX_CATCHUP_RUNS of them). With coalesce=False each occurrence is its own key.
 
 No method here holds the service lock while it calls the store.
 """
@@ -36,7 +37,7 @@ from .config import SchedulerConfig
 from .cron import CronSchedule
 from .errors import InvalidValue
 from .events import EventKind, Listeners, Outbox
-from .firing import Firing, next_or_none
+from .firing import MAX_CATCHUP_RUNS, Firing, next_or_none
 from .job import RunStatus
 from .registry import Entry, Registry, TimerKind
 from .runs import Run, RunBook, log_extra
@@ -220,7 +221,18 @@ class Cluster(Admission):
         if first is None or first > now:
             return False
         if entry.policy.coalesce:
-            first = latest_until(entry.schedule, first, now)
+            latest = latest_until(entry.schedule, first, now)
+            # The run stands for the occurrences before it: record the first of them
+            # missed (up to the catch-up bound), so that the store has a row for each.
+            # Another process may record some first; first writer wins either way.
+            marks = self._firing.marks
+            when: Optional[datetime] = first
+            for _ in range(MAX_CATCHUP_RUNS):
+                if when is None or when >= latest or marks is None:
+                    break
+                marks.append((entry, when, RunStatus.MISSED))
+                when = next_or_none(entry.schedule, when)
+            first = latest
         self._registry.schedule(entry, first)
         return True
 

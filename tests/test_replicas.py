@@ -240,11 +240,17 @@ def test_all_replicas_down_then_restarted_together_catch_up_once(cluster: Cluste
     pause(2.5)
     end = time.time() - 1.0
     cluster.stop(["a2", "b2"])
+    # Every occurrence of every job has one terminal record, the outage included.
+    by_job = check(cluster, start, end, ("tick", "slow", "redo"))
+    restarted = min(cluster.up("a2"), cluster.up("b2"))
     # tick (coalesce=False): each second of the outage ran once after the restart.
-    by_job = check(cluster, start, end, ("tick",))
-    outage = occurrences("tick", down + 0.5, min(cluster.up("a2"), cluster.up("b2")) - 0.5)
+    outage = occurrences("tick", down + 0.5, restarted - 0.5)
     assert len(outage) >= 2
     assert all(by_job["tick"][when].state is RunState.SUCCESS for when in outage)
     starts = [e for e in cluster.lines() if e["ev"] == "start" and e["job"] == "tick"]
     assert {e["sched"] for e in starts} >= set(outage)
+    # slow (coalesce=True): the outage's occurrences but the latest are recorded missed.
+    slow_outage = occurrences("slow", down + 0.5, restarted - 1.5)
+    assert len(slow_outage) >= 2
+    assert {by_job["slow"][when].state for when in slow_outage[:-1]} == {RunState.MISSED}
     assert_no_cross_replica_overlap(cluster, by_job["slow"], {})
