@@ -280,6 +280,7 @@ class Cluster(Admission):
                     pos += len(run.backlog)
                 if not self._apply(run, res, tail, box, inline=outbox is not None):
                     rejected.add(id(run))
+        self.flush_marks(box)  # the skips recorded just now (a BUSY head's chain)
         return [r for r in runs if id(r) not in rejected]
 
     def _apply(self, run: Run, res: ClaimResult, tail: List[ClaimResult], outbox: Outbox,
@@ -316,13 +317,15 @@ class Cluster(Admission):
             self._cond.notify_all()
             return False
         self._book.release(run)
-        for when in (run.scheduled, *run.backlog):
-            self._not_claimed(entry, when, res, outbox)
+        self._not_claimed(entry, run.scheduled, res, outbox)
+        for when in run.backlog:  # a BUSY head's chain is recorded skipped by a mark
+            self._not_claimed(entry, when, res, outbox, record=True)
         return False
 
     def _not_claimed(self, entry: Entry, when: datetime, res: ClaimResult,
-                     outbox: Outbox) -> None:
-        """Caller holds the lock: count an occurrence this process does not run."""
+                     outbox: Outbox, record: bool = False) -> None:
+        """Caller holds the lock: count an occurrence this process does not run.
+        ``record``: the claim did not record it, so a BUSY one is marked skipped."""
         outcome = res.outcome
         stats = entry.stats_for_update()
         if outcome is Outcome.TAKEN:
@@ -333,7 +336,7 @@ class Cluster(Admission):
             outbox.event(EventKind.RUN_CLAIMED_ELSEWHERE, entry, when)
         elif outcome is Outcome.BUSY:
             # The store recorded it skipped: a live run of the job exists elsewhere.
-            self._firing.skip(entry, when, outbox, None, occurrence=False)
+            self._firing.skip(entry, when, outbox, None, occurrence=record)
         else:  # TOO_OLD, UNAVAILABLE (on_unavailable="skip"), EARLY in run_pending()
             stats.missed_count += 1
             stats.last_status = RunStatus.MISSED

@@ -483,3 +483,33 @@ def test_a_long_outage_catches_up_at_most_the_bound_and_records_the_rest_missed(
     assert [r.state.value for r in records] == (
         ["success"] * (1 + MAX_CATCHUP_RUNS) + ["missed"] * (150 - MAX_CATCHUP_RUNS))
     assert ran[0] == NOON + timedelta(minutes=1)
+
+
+def test_a_catch_up_chain_meeting_a_live_run_elsewhere_is_recorded_skipped(
+        stores: Callable[[str], RunStore], make_scheduler: Factory) -> None:
+    a_store, b_store = stores("A"), stores("B")
+    a = service(make_scheduler, a_store, lease_secs=600, heartbeat_secs=300, sweep_secs=300)
+    b = service(make_scheduler, b_store, lease_secs=600, heartbeat_secs=300, sweep_secs=300)
+    release, started = threading.Event(), threading.Event()
+
+    def long_job() -> None:
+        started.set()
+        release.wait(5)
+
+    with freeze_time(NOON - timedelta(seconds=1)) as clock:
+        a.add_cron_job("sync", "* * * * *", long_job, coalesce=False)
+        b.add_cron_job("sync", "* * * * *", lambda: None, coalesce=False)
+        clock.move_to(NOON + timedelta(minutes=2, seconds=30))
+        a.start()  # new to the store: starts from now, so it runs 12:03 ...
+        clock.move_to(NOON + timedelta(minutes=3))
+        a.wakeup()
+        assert started.wait(5)
+        clock.move_to(NOON + timedelta(minutes=3, seconds=10))
+        # ... while B, stalled since before noon, catches up 12:00-12:03 as one chain.
+        assert b.run_pending() == []
+        release.set()
+        assert wait_until(lambda: a.get_job("sync").running == 0, 5)
+    assert states(b_store, "sync") == [
+        (NOON + timedelta(minutes=m), "skipped", 1) for m in range(3)] + [
+        (NOON + timedelta(minutes=3), "success", 1)]
+    assert b.get_job("sync").skip_count == 4  # 12:03 too; its mark lost to A's claim
