@@ -175,6 +175,7 @@ class Cluster(Admission):
     def publish_fingerprints(self, outbox: Outbox) -> None:
         """Record this process's job fingerprints; log another live definition under
         the same name as an error (a rolling deploy: two definitions, two keys)."""
+        tzdata_version()  # reads a file the first time: not under the lock
         with self._cond:
             prints = {e.name: fingerprint(e) for e in self._registry if self.once(e)}
         if not prints:
