@@ -513,3 +513,34 @@ def test_a_catch_up_chain_meeting_a_live_run_elsewhere_is_recorded_skipped(
         (NOON + timedelta(minutes=m), "skipped", 1) for m in range(3)] + [
         (NOON + timedelta(minutes=3), "success", 1)]
     assert b.get_job("sync").skip_count == 4  # 12:03 too; its mark lost to A's claim
+
+
+def test_heartbeats_keep_a_run_longer_than_its_lease(make_scheduler: Factory,
+                                                     tmp_path: Path) -> None:
+    """Real clock, two services on one SQLite file: A's run lasts three leases; its
+    renews keep it, so B's frequent sweeps never take it and nothing is cancelled."""
+    path = tmp_path / "runs.db"
+    fast = {"lease_secs": 0.5, "heartbeat_secs": 0.1, "sweep_secs": 0.05}
+    a = make_scheduler(store=SQLiteStore(path, owner="A"), **fast)
+    b = make_scheduler(store=SQLiteStore(path, owner="B"), **fast)
+    done: List[bool] = []
+
+    def job() -> None:
+        done.append(current_run().cancel_token.wait(1.5))
+
+    a.add_cron_job("long", "* * * * * *", job)
+    b.add_cron_job("long", "* * * * * *", job, on_lost="rerun")  # would take it over
+    b.pause_job("long")
+    seen = events(b, [EventKind.RUN_LOST, EventKind.RUN_RERUN])
+    a.start()
+    assert wait_until(lambda: a.get_job("long").running == 1, 3)
+    a.pause_job("long")  # one run is enough
+    b.start()
+    assert wait_until(lambda: bool(done), 4)
+    assert done == [False]  # ran its 1.5 s to the end, never cancelled
+    assert seen == [] and a.get_job("long").lease_lost_count == 0
+    a.shutdown()
+    b.shutdown()
+    with SQLiteStore(path) as store:
+        assert [(r.state, r.attempt, r.owner) for r in store.history("long")] == [
+            (RunState.SUCCESS, 1, "A")]
