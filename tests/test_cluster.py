@@ -548,3 +548,26 @@ def test_heartbeats_keep_a_run_longer_than_its_lease(make_scheduler: Factory,
         # (An occurrence due before the pause is skipped: A's run was going.)
         assert [(r.state, r.attempt, r.owner) for r in store.history("long")
                 if r.state is not RunState.SKIPPED] == [(RunState.SUCCESS, 1, "A")]
+
+
+def test_a_fresh_file_opens_while_another_connection_writes_it(tmp_path: Path) -> None:
+    """Replicas starting together on a new file (seen failing in test_replicas):
+    switching it to WAL needs an exclusive lock, and while another connection holds the
+    write lock SQLite answers "locked" without waiting; the store retries up to its
+    timeout instead of failing the service's construction."""
+    import sqlite3
+
+    path = tmp_path / "fresh.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process about to write the new file
+    releaser = threading.Timer(0.2, lambda: other.execute("COMMIT"))
+    releaser.start()
+    try:
+        svc = SchedulerService(SchedulerConfig(store=f"sqlite:///{path}",
+                                               claim_timeout_secs=5.0))
+    finally:
+        releaser.join()
+        other.close()
+    assert svc.history  # opened
+    with SQLiteStore(path) as store:
+        assert store.history("none") == []

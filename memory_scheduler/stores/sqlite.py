@@ -325,7 +325,7 @@ class SQLiteStore(RunStore):
                     raise
                 raise StoreError(f"{where}: not a run store ({exc}); "
                                  "the file was left unchanged") from exc
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._enable_wal(conn)
             if str(mode).lower() != "wal":
                 raise StoreError(f"{where}: cannot use write-ahead logging (journal mode "
                                  f"{mode!r}); put the store on a local disk")
@@ -345,6 +345,24 @@ class SQLiteStore(RunStore):
                     raise
         except sqlite3.Error as exc:
             raise _translate(exc, where) from exc
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch to write-ahead logging; returns the journal mode in force.
+
+        The switch takes an exclusive lock for which SQLite does not call its busy
+        handler: a process opening a fresh file while another switches it or already
+        writes gets "database is locked" at once (seen with replicas starting
+        together). Retried every 10 ms up to the store's timeout, counted in attempts.
+        """
+        pause = threading.Event()
+        for _ in range(max(1, round(self._timeout / 0.01))):
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
+                    raise
+            pause.wait(0.01)
+        return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
