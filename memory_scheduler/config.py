@@ -7,11 +7,14 @@ import math
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 from zoneinfo import ZoneInfo
 
 from .errors import InvalidTimezone, InvalidValue
 from .timezones import resolve_zone
+
+if TYPE_CHECKING:
+    from .stores.base import RunStore
 
 __all__ = ["SchedulerConfig", "default_max_workers"]
 
@@ -53,6 +56,20 @@ class SchedulerConfig:
             clock, so that clock jumps, suspend and frozen clocks are noticed.
         thread_name_prefix: names of the dispatcher and worker threads start with it.
         random_seed: seeds the service's jitter delays (None: unpredictable).
+        store: a run store shared by the processes of a deployment, so that each
+            occurrence runs once and a restart catches up: ``"memory://"``,
+            ``"sqlite:///relative.db"``, ``"sqlite:////abs/path.db"`` or a
+            :class:`~memory_scheduler.stores.RunStore`. None (default): no store.
+        namespace: keys of different namespaces never meet (several apps, one store).
+        lease_secs: how long a claim holds without a renew; a process that died or
+            froze loses its runs after this long (sooner on one host: see README).
+        heartbeat_secs: how often running claims are renewed (default lease / 3).
+        sweep_secs: how often expired leases and dead owners are swept (default the
+            smaller of lease / 2 and 1 s).
+        claim_timeout_secs: how long a store call may wait for the store (SQLite's
+            busy timeout) before the store counts as unavailable.
+        retention_secs: how long recorded occurrences are kept (default: the store's,
+            seven days); the newest of each job is always kept.
 
     Raises:
         InvalidValue: a field has the wrong type or is out of range (names the field).
@@ -65,6 +82,13 @@ class SchedulerConfig:
     max_sleep_secs: float = 1.0
     thread_name_prefix: str = "memory_scheduler"
     random_seed: Optional[int] = None
+    store: Union[str, RunStore, None] = None
+    namespace: str = "default"
+    lease_secs: float = 30.0
+    heartbeat_secs: Optional[float] = None
+    sweep_secs: Optional[float] = None
+    claim_timeout_secs: float = 1.0
+    retention_secs: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.default_timezone, str):
@@ -91,6 +115,38 @@ class SchedulerConfig:
                 f"config thread_name_prefix={self.thread_name_prefix!r}: "
                 "expected a non-empty string"
             )
+
+        self._check_store()
+
+    def _check_store(self) -> None:
+        from .stores.base import RunStore  # the stores import config's siblings only
+
+        if self.store is not None and not isinstance(self.store, (str, RunStore)):
+            raise InvalidValue(f"config store={self.store!r}: expected None, a store URL "
+                               "such as 'sqlite:///scheduler.db', or a RunStore")
+        if not isinstance(self.namespace, str) or not self.namespace:
+            raise InvalidValue(f"config namespace={self.namespace!r}: expected a non-empty "
+                               "string")
+        _number("lease_secs", self.lease_secs, minimum=0, allow_equal=False, maximum=86400)
+        _number("claim_timeout_secs", self.claim_timeout_secs, minimum=0, allow_equal=False,
+                maximum=3600)
+        for name in ("heartbeat_secs", "sweep_secs"):
+            value = getattr(self, name)
+            if value is not None:
+                _number(name, value, minimum=0, allow_equal=False, maximum=self.lease_secs)
+        if self.retention_secs is not None:
+            _number("retention_secs", self.retention_secs, minimum=0, allow_equal=False,
+                    maximum=threading.TIMEOUT_MAX)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between renews of running claims."""
+        return self.lease_secs / 3 if self.heartbeat_secs is None else self.heartbeat_secs
+
+    @property
+    def sweep_interval(self) -> float:
+        """Seconds between sweeps of expired leases and dead owners."""
+        return min(self.lease_secs / 2, 1.0) if self.sweep_secs is None else self.sweep_secs
 
     def shutdown_timeout(self, timeout: Optional[float]) -> float:
         """``timeout``, or ``shutdown_timeout_secs`` for None; raises InvalidValue if it

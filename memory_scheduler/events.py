@@ -54,6 +54,19 @@ class EventKind(str, enum.Enum):
     RUN_SKIPPED = "run_skipped"
     RUN_MISSED = "run_missed"
     RUN_TIMED_OUT = "run_timed_out"
+    #: With a run store: another process claimed this occurrence first and runs it.
+    RUN_CLAIMED_ELSEWHERE = "run_claimed_elsewhere"
+    #: A run here lost its lease (renew refused, or no renew within the lease): its
+    #: cancel token is set and its end will not be recorded over what the store says.
+    RUN_LEASE_LOST = "run_lease_lost"
+    #: This process swept another owner's run, dead or frozen past its lease, as lost.
+    RUN_LOST = "run_lost"
+    #: This process took over a lost run of an ``on_lost="rerun"`` job to run it again.
+    RUN_RERUN = "run_rerun"
+    #: The run store failed (``exception`` says how); occurrences follow on_unavailable.
+    STORE_UNAVAILABLE = "store_unavailable"
+    #: The run store answers again after STORE_UNAVAILABLE.
+    STORE_AVAILABLE = "store_available"
     SCHEDULER_STARTED = "scheduler_started"
     SCHEDULER_SHUTDOWN = "scheduler_shutdown"
 

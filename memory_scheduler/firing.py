@@ -130,6 +130,9 @@ class Firing:
         self._book = book
         self._random = rng
         self._clock = ClockWatch()
+        # With a run store: skipped and missed occurrences for it to record (the
+        # claimer takes them, outside the lock). None: nobody records them.
+        self.marks: Optional[List[Tuple[Entry, datetime, RunStatus]]] = None
 
     def observe(self, now: datetime, outbox: Outbox) -> None:
         """Caller holds the lock: after a backward clock jump, recompute every schedule
@@ -259,7 +262,10 @@ class Firing:
         outbox.event(EventKind.RUN_TIMED_OUT, entry, run.scheduled)
 
     def skip(self, entry: Entry, scheduled: datetime, outbox: Outbox,
-             not_run: Optional[List[Tuple[Entry, datetime, RunStatus]]]) -> None:
+             not_run: Optional[List[Tuple[Entry, datetime, RunStatus]]],
+             occurrence: bool = True) -> None:
+        """Caller holds the lock. ``occurrence``: ``scheduled`` is an occurrence of the
+        schedule (not run_job_now's instant), which a run store may record."""
         stats = entry.stats_for_update()
         stats.skip_count += 1
         level = logging.DEBUG if stats.skip_warned else logging.WARNING
@@ -268,7 +274,7 @@ class Firing:
                    "in a row are logged at DEBUG)", entry.name,
                    extra=log_extra(entry, "run_skipped", scheduled=scheduled))
         self._not_run(entry, scheduled, RunStatus.SKIPPED, EventKind.RUN_SKIPPED, outbox,
-                      not_run)
+                      not_run, occurrence)
 
     def _missed(self, entry: Entry, decision: Decision, now: datetime, outbox: Outbox,
                 not_run: Optional[List[Tuple[Entry, datetime, RunStatus]]]) -> None:
@@ -293,10 +299,9 @@ class Firing:
             self._not_run(entry, scheduled, RunStatus.MISSED, EventKind.RUN_MISSED, outbox,
                           not_run)
 
-    @staticmethod
-    def _not_run(entry: Entry, scheduled: datetime, status: RunStatus, kind: EventKind,
-                 outbox: Outbox,
-                 not_run: Optional[List[Tuple[Entry, datetime, RunStatus]]]) -> None:
+    def _not_run(self, entry: Entry, scheduled: datetime, status: RunStatus, kind: EventKind,
+                 outbox: Outbox, not_run: Optional[List[Tuple[Entry, datetime, RunStatus]]],
+                 occurrence: bool = True) -> None:
         """What a skipped or missed occurrence leaves: the job's last status, an event,
         and for run_pending() a result."""
         stats = entry.stats_for_update()
@@ -305,3 +310,5 @@ class Firing:
         outbox.event(kind, entry, scheduled)
         if not_run is not None:
             not_run.append((entry, scheduled, status))
+        if self.marks is not None and occurrence:
+            self.marks.append((entry, scheduled, status))

@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 OVERLAP_POLICIES = ("skip", "concurrent")
+CLUSTER_MODES = ("once", "every")
+ON_LOST = ("report", "rerun")
+ON_UNAVAILABLE = ("skip", "run")
 
 # __slots__ keep a hundred thousand jobs small; dataclasses make them from 3.10 on.
 _SLOTS: Dict[str, bool] = {"slots": True} if sys.version_info >= (3, 10) else {}
@@ -87,6 +90,14 @@ class Job:
         jitter_secs: start each run after a random delay in [0, jitter_secs].
         timeout_secs: set the run's cancellation token and record it as timed out
             once it has run this long.
+        cluster: with a run store, ``"once"`` (the default there) runs each occurrence
+            in one process of the deployment; ``"every"`` runs it in every process and
+            never touches the store. Without a store every job runs locally.
+        on_lost: the process running an occurrence died or froze past its lease:
+            ``"report"`` (default) records it lost (at most once); ``"rerun"`` runs
+            it again in another process with ``attempt`` 2 (at least once).
+        on_unavailable: the store cannot be reached when an occurrence is due:
+            ``"skip"`` (default) does not run it; ``"run"`` runs it unclaimed.
 
     Raises:
         InvalidCron, InvalidTimezone, InvalidValue (naming the option); ``TypeError``
@@ -103,6 +114,9 @@ class Job:
     coalesce: bool = True
     jitter_secs: float = 0.0
     timeout_secs: Optional[float] = None
+    cluster: Optional[str] = None
+    on_lost: str = "report"
+    on_unavailable: str = "skip"
 
     def __post_init__(self) -> None:
         check_job(self.name, self.expression, self.func, self.timezone)
@@ -125,6 +139,9 @@ class JobOptions(TypedDict, total=False):
     coalesce: bool
     jitter_secs: float
     timeout_secs: Optional[float]
+    cluster: Literal["once", "every"]
+    on_lost: Literal["report", "rerun"]
+    on_unavailable: Literal["skip", "run"]
     replace_existing: bool
 
 
@@ -179,11 +196,13 @@ class Policy:
     registry mostly has the defaults), so a job costs one reference for all six."""
 
     __slots__ = ("overlap", "max_instances", "misfire_grace_secs", "coalesce",
-                 "jitter_secs", "timeout_secs", "instance_limit")
+                 "jitter_secs", "timeout_secs", "cluster", "on_lost", "on_unavailable",
+                 "instance_limit")
 
     def __init__(self, overlap: str, max_instances: Optional[int],
                  misfire_grace_secs: Optional[float], coalesce: bool, jitter_secs: float,
-                 timeout_secs: Optional[float]) -> None:
+                 timeout_secs: Optional[float], cluster: Optional[str] = None,
+                 on_lost: str = "report", on_unavailable: str = "skip") -> None:
         if overlap not in OVERLAP_POLICIES:
             raise InvalidValue(f"job option overlap={overlap!r}: expected one of "
                                f"{', '.join(map(repr, OVERLAP_POLICIES))}")
@@ -202,27 +221,39 @@ class Policy:
             _positive("jitter_secs", jitter_secs, allow_zero=True)
         if timeout_secs is not None:
             _positive("timeout_secs", timeout_secs)
+        for name, value, allowed in (("cluster", cluster, CLUSTER_MODES),
+                                     ("on_lost", on_lost, ON_LOST),
+                                     ("on_unavailable", on_unavailable, ON_UNAVAILABLE)):
+            if value not in allowed and not (name == "cluster" and value is None):
+                raise InvalidValue(f"job option {name}={value!r}: expected one of "
+                                   f"{', '.join(map(repr, allowed))}")
         self.overlap = overlap
         self.max_instances = max_instances
         self.misfire_grace_secs = misfire_grace_secs
         self.coalesce = coalesce
         self.jitter_secs = jitter_secs
         self.timeout_secs = timeout_secs
+        self.cluster = cluster  # None: "once" when the service has a store
+        self.on_lost = on_lost
+        self.on_unavailable = on_unavailable
         self.instance_limit: float = 1 if overlap == "skip" else (
             math.inf if max_instances is None else max_instances)
 
 
 DEFAULT_POLICY = Policy("skip", None, None, True, 0.0, None)
 _OPTIONS = ("overlap", "max_instances", "misfire_grace_secs", "coalesce", "jitter_secs",
-            "timeout_secs")
+            "timeout_secs", "cluster", "on_lost", "on_unavailable")
 _POLICIES: Dict[Tuple[object, ...], Policy] = {}
 
 
 def make_policy(overlap: str = "skip", max_instances: Optional[int] = None,
                 misfire_grace_secs: Optional[float] = None, coalesce: bool = True,
-                jitter_secs: float = 0.0, timeout_secs: Optional[float] = None) -> Policy:
+                jitter_secs: float = 0.0, timeout_secs: Optional[float] = None,
+                cluster: Optional[str] = None, on_lost: str = "report",
+                on_unavailable: str = "skip") -> Policy:
     """The shared :class:`Policy` for these options; raises InvalidValue naming a bad one."""
-    values = (overlap, max_instances, misfire_grace_secs, coalesce, jitter_secs, timeout_secs)
+    values = (overlap, max_instances, misfire_grace_secs, coalesce, jitter_secs, timeout_secs,
+              cluster, on_lost, on_unavailable)
     # Types are part of the key: 1, 1.0 and True are equal, but JobInfo reports the
     # value a job was given.
     key = (*values, *map(type, values))
@@ -264,7 +295,8 @@ def cron_policy(name: object, expression: object, func: object, timezone: object
 
 def policy_of(job: Job) -> Policy:
     return make_policy(job.overlap, job.max_instances, job.misfire_grace_secs, job.coalesce,
-                       job.jitter_secs, job.timeout_secs)
+                       job.jitter_secs, job.timeout_secs, job.cluster, job.on_lost,
+                       job.on_unavailable)
 
 
 @dataclass(frozen=True, **_SLOTS)
@@ -299,20 +331,34 @@ class JobInfo:
     # The schedule has no further occurrence (or computing it failed): the job stays
     # registered but will not run again on its own.
     ended: bool = False
+    # With a run store (see the README, "Several processes"):
+    cluster: str = "every"  # "once": one process of the deployment runs each occurrence
+    on_lost: str = "report"
+    on_unavailable: str = "skip"
+    claimed_elsewhere_count: int = 0  # occurrences another process claimed first
+    lease_lost_count: int = 0  # runs here that lost their lease (cancel token set)
+    lost_count: int = 0  # other processes' runs this process swept as lost
+    rerun_count: int = 0  # lost runs this process took over and ran again
 
 
 @dataclass(frozen=True, **_SLOTS)
 class RunContext:
     """What a running job can know about its run (see :func:`current_run`).
 
-    ``cancel_token`` is set when the service shuts down or when the run passes its
-    ``timeout_secs``; a long job should check it and return early.
+    ``cancel_token`` is set when the service shuts down, when the run passes its
+    ``timeout_secs`` or when it loses its run store lease; a long job should check it
+    and return early. ``attempt`` is 1, or 2 for a run taken over after its first
+    owner lost its lease (``on_lost="rerun"``); ``token`` is the claim's fencing token
+    (None without a store), strictly greater than any claimed before it: a job can
+    fence its side effects with it.
     """
 
     job_id: uuid.UUID
     job_name: str
     scheduled_time: datetime
     cancel_token: threading.Event = field(repr=False, compare=False)
+    attempt: int = 1
+    token: Optional[int] = None
 
     @property
     def cancelled(self) -> bool:

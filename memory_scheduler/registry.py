@@ -56,7 +56,8 @@ class Stats:
         "last_fired", "skip_warned", "missed_warned", "run_count",
         "failure_count", "skip_count", "missed_count", "timeout_count",
         "last_scheduled_time", "last_started", "last_finished", "last_duration",
-        "last_status", "last_error",
+        "last_status", "last_error", "claimed_elsewhere_count", "lease_lost_count",
+        "lost_count", "rerun_count",
     )
 
     def __init__(self) -> None:
@@ -74,6 +75,10 @@ class Stats:
         self.last_duration: Optional[timedelta] = None
         self.last_status: Optional[RunStatus] = None
         self.last_error: Optional[str] = None
+        self.claimed_elsewhere_count = 0  # with a run store: see JobInfo
+        self.lease_lost_count = 0
+        self.lost_count = 0
+        self.rerun_count = 0
 
 
 NO_STATS = Stats()  # what a job that never ran reports; never written to
@@ -134,14 +139,18 @@ def snapshot(entry: Entry) -> Snapshot:
             entry.running,
             (st.run_count, st.failure_count, st.skip_count, st.missed_count,
              st.timeout_count, st.last_scheduled_time, st.last_started, st.last_finished,
-             st.last_duration, st.last_status, st.last_error))
+             st.last_duration, st.last_status, st.last_error,
+             st.claimed_elsewhere_count, st.lease_lost_count, st.lost_count,
+             st.rerun_count))
 
 
-def job_info(snap: Snapshot) -> JobInfo:
-    """No lock needed: the frozen JobInfo of a snapshot, times in the job's zone."""
+def job_info(snap: Snapshot, has_store: bool = False) -> JobInfo:
+    """No lock needed: the frozen JobInfo of a snapshot, times in the job's zone.
+    ``has_store``: the service has a run store (a job's cluster mode defaults to once)."""
     e, next_run, paused, ended, running, counters = snap
     (run_count, failure_count, skip_count, missed_count, timeout_count, last_scheduled,
-     last_started, last_finished, last_duration, last_status, last_error) = counters
+     last_started, last_finished, last_duration, last_status, last_error,
+     claimed_elsewhere, lease_lost, lost, rerun) = counters
     zone = e.schedule.timezone
     policy = e.policy
     return JobInfo(
@@ -157,6 +166,9 @@ def job_info(snap: Snapshot) -> JobInfo:
         last_error=last_error, overlap=policy.overlap, max_instances=policy.max_instances,
         misfire_grace_secs=policy.misfire_grace_secs, coalesce=policy.coalesce,
         jitter_secs=policy.jitter_secs, timeout_secs=policy.timeout_secs, ended=ended,
+        cluster=policy.cluster or ("once" if has_store else "every"), on_lost=policy.on_lost,
+        on_unavailable=policy.on_unavailable, claimed_elsewhere_count=claimed_elsewhere,
+        lease_lost_count=lease_lost, lost_count=lost, rerun_count=rerun,
     )
 
 

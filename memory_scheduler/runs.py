@@ -22,13 +22,16 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .clock import utc_now
 from .events import EventKind, Listeners, Outbox, logger
 from .job import RunContext, RunResult, RunStatus, call_job, describe_error
 from .registry import Entry, Registry, TimerKind
 from .timezones import to_local
+
+if TYPE_CHECKING:
+    from .stores.base import Claim
 
 __all__ = ["Run", "RunBook", "log_extra"]
 
@@ -37,7 +40,7 @@ class Run:
     """One occurrence on its way to a worker (fields guarded by the service lock)."""
 
     __slots__ = ("entry", "scheduled", "backlog", "forced", "cancelled", "cancel", "started",
-                 "timed_out", "done")
+                 "timed_out", "done", "claims", "lease_lost", "valid_until")
 
     def __init__(self, entry: Entry, scheduled: datetime,
                  backlog: Sequence[datetime] = ()) -> None:
@@ -54,6 +57,11 @@ class Run:
         self.started: Optional[datetime] = None
         self.timed_out = False
         self.done = False
+        # With a run store: the claims of (scheduled, *backlog), one each (None: run
+        # unclaimed, the store being down and on_unavailable="run"); None: not claimed.
+        self.claims: Optional[Tuple[Optional[Claim], ...]] = None
+        self.lease_lost = False  # its lease was lost: cancelled, its backlog not run
+        self.valid_until = 0.0  # time.monotonic() deadline of its leases (self-fencing)
 
     def __repr__(self) -> str:
         return f"<Run {self.entry.name!r} {self.scheduled.isoformat()}>"
@@ -78,6 +86,9 @@ class RunBook:
         self._registry = registry
         self._listeners = listeners
         self.active: Dict[Run, None] = {}  # insertion order: oldest first
+        # With a run store: records a run's end there (no lock held; set once, before
+        # start()).
+        self.recorder: Optional[Callable[[Run, RunStatus], None]] = None
 
     def reserve(self, entry: Entry, scheduled: datetime,
                 backlog: Sequence[datetime] = ()) -> Run:
@@ -164,8 +175,12 @@ class RunBook:
             status = RunStatus.SUCCESS if exc is None else RunStatus.FAILED
             stats.last_status = status
         following: Optional[Run] = None
-        if run.backlog and go_on and self._registry.is_live(entry) and not entry.paused:
+        if run.backlog and go_on and self._registry.is_live(entry) and not entry.paused \
+                and not run.lease_lost:
             following = Run(entry, run.backlog[0], run.backlog[1:])
+            if run.claims is not None:
+                following.claims = run.claims[1:]
+                following.valid_until = run.valid_until
             self.active[following] = None
             entry.running += 1
         elif run.backlog:  # paused, removed or shut down: not caught up
@@ -193,8 +208,12 @@ class RunBook:
 
     def context(self, run: Run, cancel: threading.Event) -> RunContext:
         entry = run.entry
+        claim = None if run.claims is None else run.claims[0]
+        if claim is None:
+            return RunContext(entry.id, entry.name,
+                              to_local(run.scheduled, entry.schedule.timezone), cancel)
         return RunContext(entry.id, entry.name, to_local(run.scheduled, entry.schedule.timezone),
-                          cancel)
+                          cancel, claim.attempt, claim.token)
 
     def announce_start(self, run: Run, ctx: RunContext) -> None:
         """No lock held: log and deliver the start of a run."""
@@ -209,8 +228,11 @@ class RunBook:
 
     def announce_finish(self, run: Run, ctx: RunContext, exc: Optional[BaseException],
                         status: RunStatus, duration: timedelta) -> RunResult:
-        """No lock held: log and deliver the end of a run; return its result."""
+        """No lock held: record the end of a run in the store, log and deliver it;
+        return its result."""
         entry = run.entry
+        if self.recorder is not None:
+            self.recorder(run, status)
         if exc is not None:
             logger.error("job %r failed after %s", entry.name, duration,
                          exc_info=(type(exc), exc, exc.__traceback__),

@@ -3,7 +3,9 @@
 One lock, ``_cond``'s, guards the registry, every ``Entry`` and ``Run`` field, the run
 book, the pool's queue and ``_running``; nothing foreign runs under it. The threads,
 the lock and the path of an occurrence are described in the README's "Design" section
-and in the docstrings of dispatcher.py, runs.py and pool.py.
+and in the docstrings of dispatcher.py, runs.py and pool.py; with a run store, in
+cluster.py (the admission that claims runs) and threads.py (claimer, heartbeat,
+recorder).
 """
 
 from __future__ import annotations
@@ -13,33 +15,35 @@ import logging
 import random
 import threading
 import uuid
-from datetime import datetime, timezone, tzinfo
-from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, TypeVar, Union
+from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, TypeVar, Union
 
 from .admission import Admission
 from .clock import utc_now
+from .cluster import Cluster, open_run_store
 from .config import SchedulerConfig
 from .cron import CronSchedule
 from .dispatcher import Dispatcher
 from .errors import AlreadyRunning, DuplicateJob, InvalidValue, NotRunning
-from .events import EventKind, Listener, Listeners, Notifier, Outbox, logger
+from .events import EventKind, Listeners, Notifier, Outbox, logger
 from .firing import MAX_CATCHUP_RUNS, Firing
-from .job import Job, JobInfo, JobOptions, Policy, RunResult, cron_policy, new_job_id, policy_of
+from .job import Job, JobOptions, Policy, RunResult, cron_policy, new_job_id, policy_of
 from .pool import RunPool
-from .registry import Entry, Registry, TimerKind, job_info, snapshot
+from .registry import Entry, Registry, TimerKind
 from .runs import Run, RunBook
+from .threads import Claimer, Heartbeat, Recorder, start_threads
 from .timezones import resolve_zone, zone_name
+from .views import JobKey, JobViews
 
 if TYPE_CHECKING:  # no runtime dependency: typing.Unpack is new in Python 3.11
     from typing_extensions import Unpack
 
 __all__ = ["MAX_CATCHUP_RUNS", "SchedulerService"]
 
-JobKey = Union[uuid.UUID, str]
 F = TypeVar("F", bound=Callable[[], object])
 
 
-class SchedulerService:
+class SchedulerService(JobViews):
     """Runs cron jobs in a background thread pool.
 
     Every public method is thread-safe and may be called from inside a running job.
@@ -67,7 +71,14 @@ class SchedulerService:
         self._pool: Optional[RunPool] = None  # this start's workers
         self._dispatcher: Optional[Dispatcher] = None
         self._token = threading.Event()
-        self._admission = Admission()  # the seam every run passes; no state of its own
+        # The seam every run passes: a Cluster claims runs in the run store, if any.
+        self._cluster = None if config.store is None else Cluster(
+            config, open_run_store(config), self._cond, self._registry, self._book,
+            self._firing, self._listeners)
+        self._admission = Admission() if self._cluster is None else self._cluster
+        self._claimer: Optional[Claimer] = None  # with a run store, per start()
+        self._heartbeat: Optional[Heartbeat] = None
+        self._recorder: Optional[Recorder] = None
         self._notifier = Notifier(self._listeners, f"{config.thread_name_prefix}-events")
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -88,10 +99,19 @@ class SchedulerService:
     def start(self) -> None:
         """Start the dispatcher and the pool. A stopped service may be started again.
 
+        With a run store, each cluster job is first scheduled from its latest recorded
+        occurrence, so that the occurrences missed meanwhile are caught up.
+
         Raises:
             AlreadyRunning: the service is running (or still shutting down).
+            StoreError: the run store cannot be used (not a run store, closed).
         """
         outbox = Outbox(self._listeners)
+        cluster = self._cluster
+        marks: Dict[str, datetime] = {}
+        if cluster is not None:  # store I/O, before the lock
+            cluster.publish_fingerprints(outbox)
+            marks = cluster.watermarks(outbox)
         with self._cond:
             if self._running or self._dispatcher is not None:
                 raise AlreadyRunning("the scheduler is already running")
@@ -105,13 +125,19 @@ class SchedulerService:
                 self._cond, self._registry, self._firing, self._listeners, self._notifier,
                 self._hand_over, self._config.max_sleep_secs, self._token,
                 f"{prefix}-dispatcher")
-            # Occurrences missed while stopped are not caught up: start from now. Only
-            # overdue entries are recomputed, so a big registry starts in milliseconds.
+            # Without a store, occurrences missed while stopped are not caught up: start
+            # from now. Only overdue entries are recomputed (a big registry starts in ms).
             now = utc_now()
             self._firing.observe(now, outbox)
             for entry in self._registry:
+                if cluster is not None and cluster.catch_up(entry, marks.get(entry.name), now):
+                    continue
                 if entry.next_run is not None and entry.next_run <= now:
                     self._firing.reschedule(entry, now, outbox)
+            if cluster is not None:
+                self._claimer, self._heartbeat, self._recorder = start_threads(
+                    cluster, self._config, self._book, self._registry, self._cond,
+                    self._queue, self._listeners, self._notifier, self._token)
         dispatcher.thread.start()
         logger.info("scheduler started")
         outbox.event(EventKind.SCHEDULER_STARTED)
@@ -148,10 +174,17 @@ class SchedulerService:
         outbox.deliver(self._listeners)
         # The dispatcher never runs foreign code, so it leaves within milliseconds.
         dispatcher.thread.join(timeout)
+        claimer, heartbeat, recorder = self._claimer, self._heartbeat, self._recorder
+        if claimer is not None:
+            claimer.stop(timeout)
         finished = pool.wait(timeout)
+        if heartbeat is not None and recorder is not None:  # kept the leases until now
+            recorder.stop(timeout)
+            heartbeat.stop(timeout)
         with self._cond:
             stuck = sorted({run.entry.name for run in self._book.active if run.started})
-            self._pool = self._dispatcher = None
+            self._pool = self._dispatcher = self._claimer = None
+            self._heartbeat = self._recorder = None
         self._notifier.close(timeout)
         if finished:
             logger.info("scheduler shutdown complete")
@@ -276,25 +309,6 @@ class SchedulerService:
             self._cond.notify_all()
         outbox.deliver(self._listeners)
 
-    def get_job(self, key: JobKey) -> JobInfo:
-        """A frozen snapshot of one job. Raises JobNotFound."""
-        with self._cond:
-            snap = snapshot(self._registry.lookup(key))
-        return job_info(snap)  # the zone conversion, outside the lock
-
-    def jobs(self) -> List[JobInfo]:
-        """Snapshots of every job, soonest next run first; paused jobs last."""
-        with self._cond:
-            snaps = [snapshot(entry) for entry in self._registry]
-        far = datetime.max.replace(tzinfo=timezone.utc)
-        infos = [job_info(snap) for snap in snaps]
-        return sorted(infos, key=lambda i: (i.next_run_time or far, i.name))
-
-    def next_run_time(self) -> Optional[datetime]:
-        """The earliest next run over all jobs (UTC), or None."""
-        with self._cond:
-            return self._registry.next_run()
-
     def run_job_now(self, key: JobKey) -> bool:
         """Start one run of a job at once, honouring its overlap policy; the schedule
         does not move. A paused job runs too. Returns False if the run was skipped.
@@ -311,7 +325,7 @@ class SchedulerService:
                 raise NotRunning("run_job_now needs a running scheduler")
             now = utc_now()
             if entry.running >= entry.policy.instance_limit:
-                self._firing.skip(entry, now, outbox, None)
+                self._firing.skip(entry, now, outbox, None, occurrence=False)
             else:
                 run = self._book.reserve(entry, now)
                 run.forced = True
@@ -320,26 +334,6 @@ class SchedulerService:
             self._hand_over([run], outbox)
             outbox.deliver(self._listeners)
         return run is not None
-
-    # -- listeners ---------------------------------------------------------------------
-
-    def add_listener(self, callback: Listener,
-                     events: Optional[Iterable[Union[EventKind, str]]] = None) -> None:
-        """Call ``callback(event)`` for each event of the given kinds (default: all).
-
-        Listeners are called outside every lock, in registration order, from the
-        thread that caused the event (a caller, a worker) or, for events the
-        dispatcher decides (skipped, missed, timed out, ended), from the service's
-        notifier thread, which a pool full of hung jobs cannot block. An exception in
-        a listener is logged and ignored.
-        """
-        with self._cond:
-            self._listeners.add(callback, events)
-
-    def remove_listener(self, callback: Listener) -> None:
-        """Stop calling ``callback``. Raises InvalidValue if it was never added."""
-        with self._cond:
-            self._listeners.remove(callback)
 
     # -- synchronous driving (tests, simulations) -------------------------------------
 
@@ -356,7 +350,7 @@ class SchedulerService:
         reserved = list(runs)
         try:
             outbox.deliver(self._listeners)
-            for run in self._admission.admit(runs):
+            for run in self._admission.admit(runs, outbox):
                 results.extend(self._book.run_inline(run, reserved))
         finally:
             # A KeyboardInterrupt or SystemExit (from a job or a listener) must not
@@ -371,8 +365,15 @@ class SchedulerService:
 
     def _hand_over(self, runs: List[Run], outbox: Outbox) -> None:
         """No lock held: admit runs and queue them for the pool (the dispatcher calls it
-        with the runs of one slice)."""
-        admitted = self._admission.admit(runs)
+        with the runs of one slice); with a run store the claimer does both."""
+        claimer = self._claimer
+        if claimer is not None:
+            claimer.put(runs)
+        else:
+            self._queue(self._admission.admit(runs, outbox), outbox)
+
+    def _queue(self, admitted: List[Run], outbox: Outbox) -> None:
+        """No lock held: queue admitted runs for this start's pool."""
         with self._cond:
             pool = self._pool
             for run in admitted if pool is None else ():  # shut down meanwhile

@@ -412,6 +412,15 @@ class RunStore(abc.ABC):
         attempt owns it). Never overwrites.
         """
 
+    def finish_many(self, items: Sequence[Tuple[Claim, str]]) -> List[bool]:
+        """:meth:`finish` of each ``(claim, state)``, in one round trip where the store
+        can (one transaction for SQLite): a burst of runs ending together costs one
+        commit. Validates every item before recording any."""
+        for claim, state in items:
+            check_state(state, FINISH_STATES, "finish")
+            to_us(claim.scheduled_utc)
+        return [self.finish(claim, state) for claim, state in items]
+
     @abc.abstractmethod
     def mark(self, job: str, scheduled_utc: datetime, state: str) -> bool:
         """Record an occurrence nobody runs: ``state`` is missed or skipped.

@@ -325,7 +325,7 @@ class SQLiteStore(RunStore):
                     raise
                 raise StoreError(f"{where}: not a run store ({exc}); "
                                  "the file was left unchanged") from exc
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._enable_wal(conn)
             if str(mode).lower() != "wal":
                 raise StoreError(f"{where}: cannot use write-ahead logging (journal mode "
                                  f"{mode!r}); put the store on a local disk")
@@ -345,6 +345,24 @@ class SQLiteStore(RunStore):
                     raise
         except sqlite3.Error as exc:
             raise _translate(exc, where) from exc
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch to write-ahead logging; returns the journal mode in force.
+
+        The switch takes an exclusive lock for which SQLite does not call its busy
+        handler: a process opening a fresh file while another switches it or already
+        writes gets "database is locked" at once (seen with replicas starting
+        together). Retried every 10 ms up to the store's timeout, counted in attempts.
+        """
+        pause = threading.Event()
+        for _ in range(max(1, round(self._timeout / 0.01))):
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
+                    raise
+            pause.wait(0.01)
+        return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -427,22 +445,9 @@ class SQLiteStore(RunStore):
                             slots[i] = _classify(row, tok, me)
                             if row[2] == tok:
                                 token = tok
-                for i in exclusive:
-                    job, at, _ = reqs[i]
-                    row = conn.execute(_SELECT_ROW, (ns, job, at)).fetchone()
-                    if row is not None:
-                        slots[i] = _classify(row, None, me)
-                        continue
-                    live = conn.execute(_LIVE_HOLDER, (ns, job, now)).fetchone()
-                    if live is not None:
-                        conn.execute(_INSERT_DONE, (ns, job, at, me, RunState.SKIPPED.value,
-                                                    now, now))
-                        slots[i] = (Outcome.BUSY, None, live[0])
-                    else:
-                        token += 1
-                        conn.execute(_INSERT_RUNNING, (ns, job, at, me, token, now,
-                                                       now + lease_us))
-                        slots[i] = (Outcome.WON, (token, 1, now + lease_us), None)
+                if exclusive:
+                    token = _claim_exclusive(conn, ns, me, [reqs[i] for i in exclusive],
+                                             exclusive, slots, token, now, lease_us)
                 if token != first_token:
                     conn.execute(_SET_TOKEN, (token,))
                 decided = [s for s in slots if s is not None]
@@ -478,6 +483,17 @@ class SQLiteStore(RunStore):
             cur = conn.execute(_FINISH, (final.value, self._now_us(), self.namespace, job, at,
                                          claim.token))
             return cur.rowcount == 1
+
+    def finish_many(self, items: Sequence[Tuple[Claim, str]]) -> List[bool]:
+        rows = [(check_state(state, FINISH_STATES, "finish").value, check_name("job", c.job),
+                 to_us(c.scheduled_utc), c.token) for c, state in items]
+        if not rows:
+            return []
+        ns = self.namespace
+        with self._transaction("finish") as conn:
+            now = self._now_us()
+            return [conn.execute(_FINISH, (final, now, ns, job, at, token)).rowcount == 1
+                    for final, job, at, token in rows]
 
     def mark(self, job: str, scheduled_utc: datetime, state: str) -> bool:
         final = check_state(state, MARK_STATES, "mark")
@@ -632,6 +648,60 @@ def _read_rows(conn: sqlite3.Connection, namespace: str,
             query = (f"SELECT job, {_ROW} FROM {_RUNS} WHERE namespace = ? AND "
                      f"scheduled_at = ? AND job IN ({', '.join('?' * len(chunk))})")
             out.update({(r[0], at): r[1:] for r in conn.execute(query, (namespace, at, *chunk))})
+    return out
+
+
+def _claim_exclusive(conn: sqlite3.Connection, ns: str, me: str,
+                     items: Sequence[Tuple[str, int, bool]], positions: Sequence[int],
+                     slots: List[Optional[Tuple[Outcome, Optional[Tuple[int, int, int]],
+                                                Optional[str]]]],
+                     token: int, now: int, lease_us: int) -> int:
+    """Decide exclusive claims in bulk, in order, as one by one would: a key already
+    recorded is classified; a job with a live running row (including one this batch
+    just claimed) makes the claim BUSY, recorded skipped; otherwise the claim wins.
+    Fills ``slots`` at ``positions``; returns the last token handed out.
+
+    One read of the keys, one of the live holders and two inserts for the whole batch,
+    instead of three statements per claim (a burst of 10,000 overlap="skip" jobs)."""
+    known = _read_rows(conn, ns, [(job, at) for job, at, _ in items])
+    live = _live_holders(conn, ns, {job for job, _, _ in items}, now)
+    running: List[Tuple[str, str, int, str, int, int, int]] = []
+    skipped: List[Tuple[str, str, int, str, str, int, int]] = []
+    for i, (job, at, _) in zip(positions, items):
+        row = known.get((job, at))
+        if row is not None:  # recorded before, or named twice in this batch
+            slots[i] = _classify(row, None, me)
+            continue
+        holder = live.get(job)
+        if holder is not None:
+            skipped.append((ns, job, at, me, RunState.SKIPPED.value, now, now))
+            known[(job, at)] = (me, RunState.SKIPPED.value, None, 1, now, None, now)
+            slots[i] = (Outcome.BUSY, None, holder)
+        else:
+            token += 1
+            running.append((ns, job, at, me, token, now, now + lease_us))
+            known[(job, at)] = (me, RunState.RUNNING.value, token, 1, now, now + lease_us,
+                                None)
+            live[job] = me
+            slots[i] = (Outcome.WON, (token, 1, now + lease_us), None)
+    if running:
+        conn.executemany(_INSERT_RUNNING, running)
+    if skipped:
+        conn.executemany(_INSERT_DONE, skipped)
+    return token
+
+
+def _live_holders(conn: sqlite3.Connection, namespace: str, jobs: Collection[str],
+                  now: int) -> Dict[str, str]:
+    """An owner of a live running row of each of ``jobs`` that has one (500 a query)."""
+    names = sorted(jobs)
+    out: Dict[str, str] = {}
+    for start in range(0, len(names), 500):
+        chunk = names[start:start + 500]
+        query = (f"SELECT job, owner FROM {_RUNS} WHERE namespace = ? AND state = 'running' "
+                 f"AND lease_until > ? AND job IN ({', '.join('?' * len(chunk))})")
+        for job, owner in conn.execute(query, (namespace, now, *chunk)):
+            out.setdefault(job, owner)
     return out
 
 
