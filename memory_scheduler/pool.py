@@ -143,10 +143,11 @@ class RunPool:
         book = self._book
         self._local.draining = True
         try:
+            cancel = threading.Event()
             with self._cond:
                 run = self._next(first=True)
                 if run is not None:
-                    cancel = book.start(run)
+                    book.start(run, cancel)
                     spawn = self._want_drainer()
             while run is not None:
                 if spawn:
@@ -154,14 +155,15 @@ class RunPool:
                 ctx = book.context(run, cancel)
                 book.announce_start(run, ctx)
                 exc = call_job(run.entry.func, ctx)
+                cancel = threading.Event()  # for the next run, made before taking the lock
                 # Recording this run and starting the next share one lock round.
                 with self._cond:
                     status, duration, following = book.finish(run, exc, go_on=not self.closed)
-                    done, done_ctx = run, ctx
+                    done = run
                     run = following if following is not None else self._next(first=False)
                     if run is not None:
-                        cancel = book.start(run)
+                        book.start(run, cancel)
                         spawn = self._want_drainer()
-                book.announce_finish(done, done_ctx, exc, status, duration)
+                book.announce_finish(done, exc, status, duration)
         finally:
             self._local.draining = False

@@ -135,9 +135,10 @@ class RunBook:
             return False
         return run.forced or not entry.paused
 
-    def start(self, run: Run) -> threading.Event:
+    def start(self, run: Run, cancel: threading.Event) -> None:
         """Caller holds the lock: the bookkeeping of a run about to call its job.
-        Returns its cancel token."""
+        ``cancel`` becomes its cancel token (made by the caller before it took the
+        lock: an Event is a Condition and a Lock, the costliest allocation of a run)."""
         entry = run.entry
         started = run.started = utc_now()
         stats = entry.stats_for_update()
@@ -149,10 +150,9 @@ class RunBook:
         if timeout is not None:
             self._registry.push(started.timestamp() + timeout, TimerKind.TIMEOUT, entry, run)
             self._cond.notify_all()  # the dispatcher may be sleeping past it
-        cancel = run.cancel = threading.Event()
+        run.cancel = cancel
         if run.cancelled:  # cannot happen today (may_start), but never lose a cancel
             cancel.set()
-        return cancel
 
     def finish(self, run: Run, exc: Optional[BaseException], *, go_on: bool
                ) -> Tuple[RunStatus, timedelta, Optional[Run]]:
@@ -226,10 +226,9 @@ class RunBook:
             outbox.event(EventKind.RUN_STARTED, entry, run.scheduled)
             outbox.deliver(self._listeners)
 
-    def announce_finish(self, run: Run, ctx: RunContext, exc: Optional[BaseException],
-                        status: RunStatus, duration: timedelta) -> RunResult:
-        """No lock held: record the end of a run in the store, log and deliver it;
-        return its result."""
+    def announce_finish(self, run: Run, exc: Optional[BaseException], status: RunStatus,
+                        duration: timedelta) -> None:
+        """No lock held: record the end of a run in the store, log and deliver it."""
         entry = run.entry
         if self.recorder is not None:
             self.recorder(run, status)
@@ -249,8 +248,6 @@ class RunBook:
             kind = EventKind.RUN_SUCCEEDED if exc is None else EventKind.RUN_FAILED
             outbox.event(kind, entry, run.scheduled, exc)
             outbox.deliver(self._listeners)
-        return RunResult(ctx.job_id, ctx.job_name, ctx.scheduled_time, status,
-                         describe_error(exc) if exc else None)
 
     def run_inline(self, run: Run, reserved: List[Run]) -> List[RunResult]:
         """No lock held: run ``run`` and its catch-up runs in this thread (run_pending).
@@ -266,7 +263,8 @@ class RunBook:
                 if not self.may_start(current):  # paused or removed meanwhile
                     self.drop(current, None, "its job was paused or removed")
                     return results
-                cancel = self.start(current)
+                cancel = threading.Event()
+                self.start(current, cancel)
             ctx = self.context(current, cancel)
             self.announce_start(current, ctx)
             exc = call_job(current.entry.func, ctx)
@@ -275,7 +273,9 @@ class RunBook:
                 status, duration, following = self.finish(current, exc, go_on=not fatal)
             if following is not None:
                 reserved.append(following)
-            results.append(self.announce_finish(current, ctx, exc, status, duration))
+            self.announce_finish(current, exc, status, duration)
+            results.append(RunResult(ctx.job_id, ctx.job_name, ctx.scheduled_time, status,
+                                     describe_error(exc) if exc else None))
             if fatal:
                 assert exc is not None
                 raise exc  # KeyboardInterrupt / SystemExit in the caller's own thread
