@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--shutdown-timeout", type=_seconds, default=30.0, metavar="SECS",
                      help="on SIGTERM/SIGINT, wait this long before SIGKILL (default 30)")
     run.add_argument("--json", action="store_true", help="log one JSON object per line")
+    run.add_argument("--store", metavar="URL",
+                     help="a run store shared by the runners of one crontab, so that each "
+                          "occurrence runs in one of them: sqlite:///relative.db or "
+                          "sqlite:////absolute/path.db (default: none)")
+    run.add_argument("--namespace", default="default", metavar="NAME",
+                     help="keys of runners with another namespace never meet in the store "
+                          "(default 'default')")
     return parser
 
 

@@ -126,7 +126,7 @@ class _Runner:
         # Threads are made only for commands that run at once, so the cap is only a cap.
         self.svc = SchedulerService(SchedulerConfig(
             default_timezone="UTC", shutdown_timeout_secs=args.shutdown_timeout,
-            max_workers=10_000))
+            max_workers=10_000, store=args.store, namespace=args.namespace))
 
     def _add(self, entry: CrontabEntry, replace: bool) -> None:
         task = self.tasks[entry.name] = _Task(self.commands, entry)
@@ -179,14 +179,18 @@ class _Runner:
 
 
 def run_crontab(entries: List[CrontabEntry], zone: tzinfo, zone_source: str,
-         args: argparse.Namespace) -> int:
+                args: argparse.Namespace) -> int:
     if os.getpid() == 1:
         code = init_parent()
         if code is not None:
             return code
     output = Output(sys.stdout, args.json)
     commands = Commands(output)
-    runner = _Runner(args, zone, commands)
+    try:
+        runner = _Runner(args, zone, commands)
+    except SchedulerError as exc:  # --store or --namespace: nothing has started
+        print(f"memory-scheduler: {exc}", file=sys.stderr)
+        return 2
     _configure_logging(args.json, sys.stderr, runner)
     runner.apply(entries)
     # The handler only records the signal: it may run in the middle of any code of
@@ -198,11 +202,15 @@ def run_crontab(entries: List[CrontabEntry], zone: tzinfo, zone_source: str,
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
-    logger.info("running %d job(s) from %s; default zone %s (from %s)", len(entries),
-                args.crontab, zone_label(zone), zone_source,
-                extra={"event": "started", "fields": {
-                    "jobs": len(entries), "crontab": args.crontab,
-                    "zone": zone_label(zone), "zone_source": zone_source}})
+    started: Dict[str, object] = {"jobs": len(entries), "crontab": args.crontab,
+                                  "zone": zone_label(zone), "zone_source": zone_source}
+    shared = ""
+    if args.store is not None:
+        started.update(store=args.store, namespace=args.namespace)
+        shared = f"; run store {args.store} (namespace {args.namespace!r})"
+    logger.info("running %d job(s) from %s; default zone %s (from %s)%s", len(entries),
+                args.crontab, zone_label(zone), zone_source, shared,
+                extra={"event": "started", "fields": started})
     runner.svc.start()
     # Short waits, not one long one: a signal the kernel hands to another thread is
     # only acted on when the main thread next runs Python code.
