@@ -53,20 +53,35 @@ def test_python_dash_m() -> None:
     assert result.stdout == "2027-01-01T00:00:00+00:00  UTC  Fri\n"
 
 
+CLI_MODULES = ("cli", "cli_runner", "cli_commands", "cli_relay")
+
+
 def test_the_cli_uses_the_public_api_only() -> None:
     import ast
+    import importlib
     from pathlib import Path
 
     import memory_scheduler
-    from memory_scheduler import cli
 
-    allowed = {"memory_scheduler": set(memory_scheduler.__all__),
-               "memory_scheduler.clock": {"utc_now"},
-               "memory_scheduler.crontab": {"CrontabEntry", "default_zone", "parse_crontab"}}
-    tree = ast.parse(Path(cli.__file__).read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.level or "memory_scheduler" in
-                                                 (node.module or "")):
-            assert node.level == 0 and node.module in allowed, ast.dump(node)
-            names = {alias.name for alias in node.names}
-            assert names <= allowed[node.module], names - allowed[node.module]
+    package = Path(memory_scheduler.__file__).parent
+    # Every module of the command line is listed (a new one must be checked too).
+    assert {p.stem for p in package.glob("cli*.py")} == set(CLI_MODULES)
+    public = {"memory_scheduler": set(memory_scheduler.__all__),
+              "memory_scheduler.clock": {"utc_now"},
+              "memory_scheduler.crontab": {"CrontabEntry", "default_zone", "parse_crontab"}}
+    for index, name in enumerate(CLI_MODULES):
+        module = importlib.import_module(f"memory_scheduler.{name}")
+        # A module of the CLI may import the public API and the CLI modules below it.
+        allowed = {**public, **{f"memory_scheduler.{lower}": set(
+            importlib.import_module(f"memory_scheduler.{lower}").__all__)
+            for lower in CLI_MODULES[index + 1:]}}
+        tree = ast.parse(Path(str(module.__file__)).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or "memory_scheduler" in
+                                                     (node.module or "")):
+                assert node.level == 0 and node.module in allowed, (name, ast.dump(node))
+                names = {alias.name for alias in node.names}
+                assert names <= allowed[node.module], (name, names - allowed[node.module])
+            if isinstance(node, ast.Import):
+                assert not any("memory_scheduler" in alias.name for alias in node.names), (
+                    name, ast.dump(node))
