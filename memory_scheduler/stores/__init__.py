@@ -11,7 +11,8 @@
 
 ``base`` holds the contract (read its docstring first), ``records`` the values it takes
 and hands out, ``checks`` the argument checks and the stored form of instants, ``memory``
-and ``sqlite`` the two stores, ``owner`` the owner ids and same-host dead-owner
+and ``sqlite`` the two stores (``sqlite_schema`` opens and checks the SQLite file,
+``sqlite_statements`` holds its SQL), ``owner`` the owner ids and same-host dead-owner
 detection, ``urls`` the URLs.
 
 How a service is meant to drive a store (none of it holds the service lock):
@@ -44,7 +45,8 @@ from .records import (
     RunState,
     SweepResult,
 )
-from .sqlite import SCHEMA_VERSION, SQLiteStore
+from .sqlite import SQLiteStore
+from .sqlite_schema import SCHEMA_VERSION
 from .urls import open_store
 
 __all__ = [
