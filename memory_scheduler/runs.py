@@ -31,7 +31,7 @@ from .registry import Entry, Registry, TimerKind
 from .timezones import to_local
 
 if TYPE_CHECKING:
-    from .stores.base import Claim
+    from .stores.records import Claim
 
 __all__ = ["Run", "RunBook", "log_extra"]
 

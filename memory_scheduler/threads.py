@@ -34,7 +34,8 @@ from .job import RunStatus
 from .registry import Registry
 from .runs import Run, RunBook, log_extra
 from .stores import Claim, StoreError, SweepResult
-from .stores.base import DEFAULT_FINGERPRINT_LIVE_SECS, self_fence_deadline
+from .stores.base import DEFAULT_FINGERPRINT_LIVE_SECS
+from .stores.records import self_fence_deadline
 
 __all__ = ["Claimer", "Heartbeat", "Recorder", "start_threads"]
 

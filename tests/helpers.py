@@ -6,15 +6,14 @@ import logging.handlers
 import queue
 import threading
 from datetime import datetime, timedelta
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Iterator, Optional, TypeVar
 
 from hypothesis import HealthCheck, settings
 
 from memory_scheduler import EventKind, SchedulerEvent, SchedulerService
 from memory_scheduler.testing import library_threads
 
-__all__ = ["GUARD", "VALID", "Sentinel", "events_of", "get", "library_threads", "log_records",
-           "wait_until"]
+__all__ = ["GUARD", "VALID", "Sentinel", "events_of", "get", "library_threads", "log_records"]
 
 # Hypothesis: a hang guard rather than a timing claim: any single example past this fails.
 GUARD = settings(deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
@@ -110,16 +109,3 @@ class Sentinel:
         while get(self._done, timeout) < instant:
             pass
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
-    """Poll ``predicate`` every 5 ms of real time, up to ``timeout`` seconds.
-
-    Only tests/test_cluster.py still uses it; every other threaded test waits on
-    events (``events_of``), which is what new tests should do.
-    """
-    pause = threading.Event()
-    for _ in range(int(timeout / 0.005)):
-        if predicate():
-            return True
-        pause.wait(0.005)
-    return predicate()

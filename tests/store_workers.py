@@ -12,7 +12,7 @@ from multiprocessing.synchronize import Event
 from typing import List, Sequence, Tuple
 
 from memory_scheduler.stores import Outcome, SQLiteStore
-from memory_scheduler.stores.base import from_us
+from memory_scheduler.stores.checks import from_us
 
 __all__ = ["contend", "hold"]
 

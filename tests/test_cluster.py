@@ -10,15 +10,16 @@ fall-back occurrences as two keys, fingerprint mismatches, bad input.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 from freezegun import freeze_time
-from helpers import wait_until
+from helpers import events_of, get, log_records
 
 from memory_scheduler import (
     MAX_CATCHUP_RUNS,
@@ -30,7 +31,7 @@ from memory_scheduler import (
     SchedulerService,
     current_run,
 )
-from memory_scheduler.events import Outbox
+from memory_scheduler.events import Outbox, SchedulerEvent
 from memory_scheduler.stores import (
     ClaimRequest,
     ClaimResult,
@@ -145,6 +146,7 @@ def test_overlap_skip_is_cluster_wide_and_missed_occurrences_are_recorded(
     a = service(make_scheduler, a_store, lease_secs=600, heartbeat_secs=300, sweep_secs=300)
     b = service(make_scheduler, b_store, lease_secs=600, heartbeat_secs=300, sweep_secs=300)
     release, started = threading.Event(), threading.Event()
+    a_done = events_of(a, EventKind.RUN_SUCCEEDED, job="long")
 
     def long_job() -> None:
         started.set()
@@ -163,7 +165,8 @@ def test_overlap_skip_is_cluster_wide_and_missed_occurrences_are_recorded(
         clock.move_to(NOON + timedelta(minutes=1, seconds=5))
         b.run_pending()  # 12:01 of "long": a live run exists in A; "late" is 5 s late
         release.set()
-        assert wait_until(lambda: a.get_job("long").running == 0, 5)
+        assert get(a_done, 5).scheduled_time == NOON
+        a.shutdown()  # its recorder writes the run's end to the store, then stops
     assert states(b_store, "long") == [(NOON, "success", 1),
                                        (NOON + timedelta(minutes=1), "skipped", 1)]
     assert (b.get_job("long").skip_count, b.get_job("long").claimed_elsewhere_count) == (1, 1)
@@ -193,13 +196,15 @@ def lease_setup(make_scheduler: Factory, a_store: RunStore, b_store: RunStore,
 
 @pytest.mark.parametrize("on_lost", ["report", "rerun"])
 def test_a_lost_lease_is_reported_or_rerun_and_the_owner_is_cancelled(
-        stores: Callable[[str], RunStore], make_scheduler: Factory, on_lost: str,
-        caplog: pytest.LogCaptureFixture) -> None:
+        stores: Callable[[str], RunStore], make_scheduler: Factory, on_lost: str) -> None:
     a_store, b_store = stores("A"), stores("B")
     a, b, ran, started = lease_setup(make_scheduler, a_store, b_store, on_lost)
     a_seen = events(a, [EventKind.RUN_LEASE_LOST])
     b_seen = events(b, [EventKind.RUN_LOST, EventKind.RUN_RERUN])
-    with freeze_time(NOON - timedelta(seconds=1)) as clock:
+    a_done = events_of(a, EventKind.RUN_SUCCEEDED, job="sync")
+    b_done = events_of(b, EventKind.RUN_SUCCEEDED, job="sync")
+    with freeze_time(NOON - timedelta(seconds=1)) as clock, \
+            log_records(logging.WARNING) as warnings:
         a.start()
         clock.move_to(NOON)
         a.wakeup()
@@ -215,14 +220,20 @@ def test_a_lost_lease_is_reported_or_rerun_and_the_owner_is_cancelled(
         heartbeat_b.sweep(out)
         out.deliver(b._listeners)
         if on_lost == "rerun":
-            assert wait_until(lambda: ("b", 2, False) in ran, 5)
+            assert get(b_done, 5).scheduled_time == NOON
+            assert ("b", 2, False) in ran
         heartbeat_a = a._heartbeat
         assert heartbeat_a is not None
         out = Outbox(a._listeners)
         heartbeat_a.renew(out)  # A wakes up: its renew is refused
         out.deliver(a._listeners)
-        assert wait_until(lambda: ("a", 1, True) in ran, 5)
-        assert wait_until(lambda: a.get_job("sync").running == 0, 5)
+        assert get(a_done, 5).scheduled_time == NOON  # cancelled, it returned
+        assert ("a", 1, True) in ran and a.get_job("sync").running == 0
+        # The recorder thread reports the refused finish, through the notifier.
+        while "ended success after its lease was lost" not in get(warnings, 5).getMessage():
+            pass
+        a.shutdown()
+        b.shutdown()  # its recorder writes the rerun's end to the store, then stops
     assert a_seen == [("run_lease_lost", NOON)]
     assert a.get_job("sync").lease_lost_count == 1
     expected = "success" if on_lost == "rerun" else "lost"
@@ -233,8 +244,6 @@ def test_a_lost_lease_is_reported_or_rerun_and_the_owner_is_cancelled(
     else:
         assert b_seen == [("run_lost", NOON)] and info.lost_count == 1
         assert [r for r in ran if r[0] == "b"] == []
-    # The recorder thread reports the refused finish, through the notifier.
-    assert wait_until(lambda: "ended success after its lease was lost" in caplog.text, 5)
 
 
 class Flaky(MemoryStore):
@@ -278,6 +287,36 @@ def test_store_unavailable_skips_or_runs_by_option_and_reports_down_and_up(
     assert [when for when, _, _ in states(store, "idem")] == [NOON + timedelta(minutes=1)]
 
 
+# What ends an occurrence's handling in a service: each due occurrence gets one of these.
+DECIDED = (EventKind.RUN_SUCCEEDED, EventKind.RUN_FAILED, EventKind.RUN_CLAIMED_ELSEWHERE,
+           EventKind.RUN_SKIPPED, EventKind.RUN_MISSED)
+
+
+def watermarks_read(store: RunStore) -> List[Dict[str, datetime]]:
+    """What ``store.watermarks()`` answers, each time it is asked (start() asks once)."""
+    answers: List[Dict[str, datetime]] = []
+    real = store.watermarks
+
+    def recording(jobs: Collection[str]) -> Dict[str, datetime]:
+        found = real(jobs)
+        answers.append(found)
+        return found
+
+    store.watermarks = recording  # type: ignore[method-assign]
+    return answers
+
+
+def await_decisions(decided: queue.Queue[SchedulerEvent], watermark: datetime,
+                    coalesce: bool) -> List[Tuple[str, datetime]]:
+    """Wait for a service's decision on every minutely occurrence after the watermark
+    its start() read, up to 12:05 (the frozen clock is past it, before 12:06): one
+    each, or one in all when coalescing."""
+    due = [NOON + timedelta(minutes=m) for m in range(1, 6)
+           if NOON + timedelta(minutes=m) > watermark]
+    count = min(len(due), 1) if coalesce else len(due)
+    return [(e.kind.value, e.scheduled_time) for e in (get(decided, 5) for _ in range(count))]
+
+
 @pytest.mark.parametrize("coalesce", [True, False])
 @pytest.mark.parametrize("order", ["one_after_the_other", "together"])
 def test_catch_up_after_downtime_runs_each_occurrence_once_across_services(
@@ -300,16 +339,29 @@ def test_catch_up_after_downtime_runs_each_occurrence_once_across_services(
         a, b = service(make_scheduler, a_store), service(make_scheduler, b_store)
         a.add_cron_job("tick", "* * * * *", lambda: job("a"), coalesce=coalesce)
         b.add_cron_job("tick", "* * * * *", lambda: job("b"), coalesce=coalesce)
+        a_read, b_read = watermarks_read(a_store), watermarks_read(b_store)
+        a_decided = events_of(a, *DECIDED, job="tick")
+        b_decided = events_of(b, *DECIDED, job="tick")
         expected = 1 + (1 if coalesce else 5)
         a.start()
         if order == "one_after_the_other":
-            assert wait_until(lambda: len(ran) == expected, 5)
+            assert len(await_decisions(a_decided, a_read[0]["tick"], coalesce)) \
+                == expected - 1
+            assert len(ran) == expected
             clock.move_to(NOON + timedelta(minutes=5, seconds=40))
         b.start()
-        assert wait_until(lambda: len(ran) >= expected, 5)
-        wait_until(lambda: len(ran) > expected, 0.3)  # a second run would show by now
+        b_decisions = await_decisions(b_decided, b_read[0]["tick"], coalesce)
+        if order == "together":
+            await_decisions(a_decided, a_read[0]["tick"], coalesce)
+        else:  # B's start found every occurrence recorded
+            assert b_decisions == []
+        # Every occurrence due at the frozen instant is decided once in each service. A
+        # second run would be a second decision: delivered by shutdown at the latest, or
+        # (left due by a dispatcher) made by run_pending() now, in this thread.
         a.shutdown()
         b.shutdown()
+        assert a.run_pending() == [] and b.run_pending() == []
+        assert a_decided.empty() and b_decided.empty()
     caught = sorted(when for who, when in ran if who != "old")
     recorded = [s for _, s, _ in states(a_store, "tick")]
     if coalesce:  # the latest occurrence at or before the start stands for them all
@@ -325,11 +377,15 @@ def test_a_job_new_to_the_store_starts_from_now(make_scheduler: Factory) -> None
     svc = service(make_scheduler, store)
     ran: List[datetime] = []
     svc.add_cron_job("fresh", "* * * * *", lambda: ran.append(current_run().scheduled_time))
+    missed = events_of(svc, EventKind.RUN_MISSED)
     with freeze_time(NOON + timedelta(seconds=30)):
         svc.start()
-        wait_until(lambda: bool(ran), 0.3)
         svc.shutdown()
+        # Had start() made it due, the dispatcher ran it, or shutdown dropped it as
+        # missed, or it is still due and run_pending() runs it now.
+        assert svc.run_pending() == []
     assert ran == [] and store.history("fresh") == []
+    assert missed.empty() and svc.get_job("fresh").missed_count == 0
 
 
 def test_both_fall_back_occurrences_are_distinct_keys(
@@ -452,13 +508,16 @@ def test_a_run_whose_renews_fail_past_its_lease_is_cancelled(make_scheduler: Fac
         if current_run().cancel_token.wait(5):
             cancelled.append(time.monotonic() - t0)
 
+    reported = events_of(svc, EventKind.RUN_LEASE_LOST, EventKind.STORE_UNAVAILABLE)
+    ended = events_of(svc, EventKind.RUN_SUCCEEDED, job="hold")
     svc.add_cron_job("hold", "* * * * * *", job)
     svc.start()
-    assert wait_until(lambda: bool(cancelled), 4)
+    get(ended, 4)  # the first run (the only one claimed), cancelled
     # The deadline: 0.6 s from the claim less a margin (0.1 s), then a heartbeat tick.
-    assert 0.3 <= cancelled[0] <= 1.5
-    assert wait_until(lambda: [k for k, _ in seen] == ["store_unavailable", "run_lease_lost"],
-                      2)
+    assert len(cancelled) == 1 and 0.3 <= cancelled[0] <= 1.5
+    assert [get(reported, 2).kind.value for _ in range(2)] == ["store_unavailable",
+                                                               "run_lease_lost"]
+    assert [k for k, _ in seen] == ["store_unavailable", "run_lease_lost"]
     assert svc.get_job("hold").lease_lost_count == 1
 
 
@@ -475,10 +534,15 @@ def test_a_long_outage_catches_up_at_most_the_bound_and_records_the_rest_missed(
         new = service(make_scheduler, store.sibling("new"))
         new.add_cron_job("tick", "* * * * *",
                          lambda: ran.append(current_run().scheduled_time), coalesce=False)
+        ended = events_of(new, EventKind.RUN_SUCCEEDED, job="tick")
         new.start()
-        assert wait_until(lambda: len(ran) == MAX_CATCHUP_RUNS, 10)
-        assert wait_until(lambda: len(store.history("tick", 1000)) == 151, 5)
+        for _ in range(MAX_CATCHUP_RUNS):
+            get(ended, 10)
+        # The claimer recorded the misses before claiming the runs; shutdown stops the
+        # recorder once it has written the runs' ends.
         new.shutdown()
+    assert len(ran) == MAX_CATCHUP_RUNS and ended.empty()
+    assert len(store.history("tick", 1000)) == 151
     records = sorted(store.history("tick", 1000), key=lambda r: r.scheduled_utc)
     assert [r.state.value for r in records] == (
         ["success"] * (1 + MAX_CATCHUP_RUNS) + ["missed"] * (150 - MAX_CATCHUP_RUNS))
@@ -491,6 +555,7 @@ def test_a_catch_up_chain_meeting_a_live_run_elsewhere_is_recorded_skipped(
     a = service(make_scheduler, a_store, lease_secs=600, heartbeat_secs=300, sweep_secs=300)
     b = service(make_scheduler, b_store, lease_secs=600, heartbeat_secs=300, sweep_secs=300)
     release, started = threading.Event(), threading.Event()
+    a_done = events_of(a, EventKind.RUN_SUCCEEDED, job="sync")
 
     def long_job() -> None:
         started.set()
@@ -508,7 +573,8 @@ def test_a_catch_up_chain_meeting_a_live_run_elsewhere_is_recorded_skipped(
         # ... while B, stalled since before noon, catches up 12:00-12:03 as one chain.
         assert b.run_pending() == []
         release.set()
-        assert wait_until(lambda: a.get_job("sync").running == 0, 5)
+        assert get(a_done, 5).scheduled_time == NOON + timedelta(minutes=3)
+        a.shutdown()  # its recorder writes the run's end to the store, then stops
     assert states(b_store, "sync") == [
         (NOON + timedelta(minutes=m), "skipped", 1) for m in range(3)] + [
         (NOON + timedelta(minutes=3), "success", 1)]
@@ -526,6 +592,7 @@ def test_heartbeats_keep_a_run_longer_than_its_lease(make_scheduler: Factory,
     b = make_scheduler(store=SQLiteStore(path, owner="B"), **fast)
     done: List[bool] = []
     begun = threading.Event()
+    a_done = events_of(a, EventKind.RUN_SUCCEEDED, job="long")
 
     def job() -> None:
         begun.set()
@@ -539,7 +606,7 @@ def test_heartbeats_keep_a_run_longer_than_its_lease(make_scheduler: Factory,
     assert begun.wait(3)
     a.pause_job("long")  # one run is enough
     b.start()
-    assert wait_until(lambda: bool(done), 5)
+    get(a_done, 5)
     assert done == [False]  # ran its 2.2 s to the end, never cancelled
     assert seen == [] and a.get_job("long").lease_lost_count == 0
     a.shutdown()

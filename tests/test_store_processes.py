@@ -30,7 +30,7 @@ from real_processes import skip
 from store_workers import contend, hold
 
 from memory_scheduler.stores import MemoryStore, Outcome, RunState, SQLiteStore
-from memory_scheduler.stores.base import to_us
+from memory_scheduler.stores.checks import to_us
 from memory_scheduler.stores.owner import owner_is_dead
 
 

@@ -9,8 +9,11 @@
         ...  # run it, renew the lease meanwhile, then
         store.finish(result.claim, "success")
 
-``base`` holds the contract (read its docstring first), ``memory`` and ``sqlite`` the two
-stores, ``owner`` the owner ids and same-host dead-owner detection, ``urls`` the URLs.
+``base`` holds the contract (read its docstring first), ``records`` the values it takes
+and hands out, ``checks`` the argument checks and the stored form of instants, ``memory``
+and ``sqlite`` the two stores (``sqlite_schema`` opens and checks the SQLite file,
+``sqlite_statements`` holds its SQL), ``owner`` the owner ids and same-host dead-owner
+detection, ``urls`` the URLs.
 
 How a service is meant to drive a store (none of it holds the service lock):
 
@@ -28,6 +31,11 @@ from .base import (
     DEFAULT_EARLY_TOLERANCE_SECS,
     DEFAULT_FINGERPRINT_LIVE_SECS,
     DEFAULT_RETENTION_SECS,
+    RunStore,
+)
+from .errors import InvalidStoreURL, StoreError, StoreUnavailable
+from .memory import MemoryStore
+from .records import (
     Claim,
     ClaimRequest,
     ClaimResult,
@@ -35,12 +43,10 @@ from .base import (
     Outcome,
     RunRecord,
     RunState,
-    RunStore,
     SweepResult,
 )
-from .errors import InvalidStoreURL, StoreError, StoreUnavailable
-from .memory import MemoryStore
-from .sqlite import SCHEMA_VERSION, SQLiteStore
+from .sqlite import SQLiteStore
+from .sqlite_schema import SCHEMA_VERSION
 from .urls import open_store
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The run store contract: what every store promises, and the values it hands out.
+"""The run store contract: what every store promises (its values are in :mod:`.records`).
 
 A run store records each occurrence of a job once, under the key ``(namespace, job,
 scheduled UTC instant)`` with microsecond precision (stored as epoch microseconds). The
@@ -42,12 +42,8 @@ Every method is thread-safe and may block for at most the store's timeout.
 from __future__ import annotations
 
 import abc
-import enum
-import math
 import os
-import threading
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from types import TracebackType
 from typing import (
     Callable,
@@ -55,7 +51,6 @@ from typing import (
     Dict,
     List,
     Mapping,
-    NamedTuple,
     Optional,
     Sequence,
     Tuple,
@@ -64,25 +59,25 @@ from typing import (
 
 from ..clock import utc_now
 from ..errors import InvalidValue
+from .checks import check_name, check_state, from_us, seconds_us, to_us
 from .owner import new_owner_id, new_salt
+from .records import (
+    FINISH_STATES,
+    Claim,
+    ClaimRequest,
+    ClaimResult,
+    FingerprintMismatch,
+    Outcome,
+    RunRecord,
+    SweepResult,
+)
 
 __all__ = [
     "DEFAULT_EARLY_TOLERANCE_SECS",
     "DEFAULT_FINGERPRINT_LIVE_SECS",
     "DEFAULT_RETENTION_SECS",
-    "FINISH_STATES",
-    "MARK_STATES",
-    "Claim",
-    "ClaimRequest",
-    "ClaimResult",
     "Clock",
-    "FingerprintMismatch",
-    "InstantCache",
-    "Outcome",
-    "RunRecord",
-    "RunState",
     "RunStore",
-    "SweepResult",
 ]
 
 Clock = Callable[[], datetime]
@@ -94,208 +89,6 @@ DEFAULT_EARLY_TOLERANCE_SECS = 0.5
 DEFAULT_RETENTION_SECS = 7 * 24 * 3600.0
 #: A fingerprint row not refreshed for this long belongs to a process that is gone.
 DEFAULT_FINGERPRINT_LIVE_SECS = 600.0
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
-
-
-class Outcome(str, enum.Enum):
-    """What a claim came to."""
-
-    WON = "won"  # this owner runs it (also: the same owner retrying a running claim)
-    TAKEN = "taken"  # the key is already recorded: claimed elsewhere, finished, marked
-    EARLY = "early"  # scheduled later than the store's now + early tolerance
-    BUSY = "busy"  # exclusive claim while a live run of the job exists; recorded skipped
-    TOO_OLD = "too_old"  # scheduled before the retention horizon; it may have been pruned
-    UNAVAILABLE = "unavailable"  # the store failed or timed out; nothing was recorded
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class RunState(str, enum.Enum):
-    """The state of a recorded occurrence. Terminal values match ``RunStatus``'s."""
-
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    LOST = "lost"  # the owner died or froze past its lease (swept)
-    MISSED = "missed"  # beyond misfire grace (mark)
-    SKIPPED = "skipped"  # overlap: a live run of the job existed (mark, or BUSY claim)
-
-    def __str__(self) -> str:
-        return self.value
-
-
-#: States :meth:`RunStore.finish` accepts.
-FINISH_STATES = frozenset({RunState.SUCCESS, RunState.FAILED, RunState.TIMED_OUT})
-#: States :meth:`RunStore.mark` accepts.
-MARK_STATES = frozenset({RunState.MISSED, RunState.SKIPPED})
-
-
-class ClaimRequest(NamedTuple):
-    """One occurrence to claim. ``exclusive`` applies overlap="skip" across processes."""
-
-    job: str
-    scheduled_utc: datetime
-    exclusive: bool = False
-
-
-class Claim(NamedTuple):
-    """A won occurrence: the right to run it while the lease holds.
-
-    ``lease_until`` is in the store's clock. ``valid_until_mono`` is the holder's own
-    deadline in ``time.monotonic()``: the time the request was sent plus the lease minus
-    a margin. Past it, without a successful renew, the holder must assume the lease lost
-    (self-fencing; nobody can sweep the row before ``lease_until``).
-
-    A NamedTuple rather than a frozen dataclass: a burst builds ten thousand of them,
-    and a tuple is built three times faster.
-    """
-
-    job: str
-    scheduled_utc: datetime
-    owner: str
-    token: int
-    attempt: int
-    lease_until: datetime
-    valid_until_mono: float
-
-
-class ClaimResult(NamedTuple):
-    """The answer to one :class:`ClaimRequest` (a NamedTuple, like :class:`Claim`).
-
-    ``claim`` is set for WON only; ``holder`` is the owner of the existing row for TAKEN
-    and of a live run for BUSY; ``server_now`` is the store's clock when it decided
-    (None for UNAVAILABLE), so a caller can re-queue an EARLY claim; ``detail`` says why
-    the store was UNAVAILABLE.
-    """
-
-    outcome: Outcome
-    claim: Optional[Claim] = None
-    server_now: Optional[datetime] = None
-    holder: Optional[str] = None
-    detail: Optional[str] = None
-
-    @property
-    def won(self) -> bool:
-        return self.outcome is Outcome.WON
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One recorded occurrence, as :meth:`RunStore.history` and sweeps report it."""
-
-    job: str
-    scheduled_utc: datetime
-    owner: str
-    state: RunState
-    attempt: int
-    token: Optional[int]  # None for marked (missed/skipped) rows: nobody ran them
-    claimed_at: datetime
-    lease_until: Optional[datetime]  # set while running
-    finished_at: Optional[datetime]
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    """What one sweep did: rows declared lost, and rows this owner took over to re-run."""
-
-    lost: Tuple[RunRecord, ...] = ()
-    rerun: Tuple[Claim, ...] = ()
-
-
-@dataclass(frozen=True)
-class FingerprintMismatch:
-    """A live process records another definition under the same job name."""
-
-    job: str
-    fingerprint: str  # ours
-    other_owner: str
-    other_fingerprint: str
-    other_seen_at: datetime
-
-
-# -- helpers shared by the stores -----------------------------------------------------
-
-
-def to_us(value: datetime, what: str = "scheduled_utc") -> int:
-    """Epoch microseconds of an aware datetime: the stored form of every instant."""
-    if not isinstance(value, datetime):
-        raise InvalidValue(f"{what}={value!r}: expected an aware datetime")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidValue(f"{what}={value!r}: naive datetime; give an aware (UTC) one")
-    return (value - _EPOCH) // _US
-
-
-def from_us(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
-def seconds_us(name: str, value: object, *, allow_zero: bool = False) -> int:
-    """A positive, finite number of seconds as microseconds, or InvalidValue."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero) \
-            or value > threading.TIMEOUT_MAX:
-        raise InvalidValue(f"{name}={value!r}: expected a number of seconds "
-                           f"{'>= 0' if allow_zero else '> 0'}")
-    return round(value * 1_000_000)
-
-
-def check_name(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidValue(f"{name}={value!r}: expected a non-empty string")
-    return value
-
-
-def check_state(value: object, allowed: Collection[RunState], method: str) -> RunState:
-    try:
-        state = RunState(value)
-    except ValueError:
-        state = None
-    if state is None or state not in allowed:
-        names = ", ".join(sorted(s.value for s in allowed))
-        raise InvalidValue(f"{method}(state={value!r}): expected one of {names}")
-    return state
-
-
-def check_requests(items: Sequence[ClaimRequest]) -> List[Tuple[str, int, bool]]:
-    """Validate a batch before anything is written: (job, epoch µs, exclusive) each.
-
-    A burst names one instant many times: each distinct datetime is converted once.
-    """
-    out = []
-    seen: Dict[datetime, int] = {}
-    for item in items:
-        if not isinstance(item, tuple) or len(item) not in (2, 3):
-            raise InvalidValue(f"claim request {item!r}: expected ClaimRequest(job, "
-                               "scheduled_utc, exclusive=False)")
-        job, when = item[0], item[1]
-        if type(job) is not str or not job:
-            check_name("job", job)
-        try:
-            at = seen[when]
-        except (KeyError, TypeError):  # TypeError: unhashable, to_us will say what it is
-            at = seen[when] = to_us(when)
-        out.append((job, at, len(item) == 3 and bool(item[2])))
-    return out
-
-
-class InstantCache(Dict[int, datetime]):
-    """:func:`from_us` memoised for one batch, where one instant recurs many times."""
-
-    def __missing__(self, key: int) -> datetime:
-        value = self[key] = from_us(key)
-        return value
-
-
-def self_fence_deadline(sent_mono: float, answered_mono: float, lease_secs: float) -> float:
-    """The holder's monotonic deadline for a lease granted by a request sent at
-    ``sent_mono``: the lease counted from the send (the store counted it from a later
-    instant) minus a margin of max(0.1 s, 2 round trips), at most half the lease."""
-    margin = min(max(0.1, 2.0 * (answered_mono - sent_mono)), lease_secs / 2.0)
-    return sent_mono + lease_secs - margin
 
 
 class RunStore(abc.ABC):

@@ -17,28 +17,32 @@ from .base import (
     DEFAULT_EARLY_TOLERANCE_SECS,
     DEFAULT_FINGERPRINT_LIVE_SECS,
     DEFAULT_RETENTION_SECS,
-    FINISH_STATES,
-    MARK_STATES,
-    Claim,
-    ClaimRequest,
-    ClaimResult,
     Clock,
-    FingerprintMismatch,
-    InstantCache,
-    Outcome,
-    RunRecord,
-    RunState,
     RunStore,
-    SweepResult,
+)
+from .checks import (
+    InstantCache,
     check_name,
     check_requests,
     check_state,
     from_us,
     seconds_us,
-    self_fence_deadline,
     to_us,
 )
 from .errors import StoreError
+from .records import (
+    FINISH_STATES,
+    MARK_STATES,
+    Claim,
+    ClaimRequest,
+    ClaimResult,
+    FingerprintMismatch,
+    Outcome,
+    RunRecord,
+    RunState,
+    SweepResult,
+    self_fence_deadline,
+)
 
 __all__ = ["MemoryStore"]
 
