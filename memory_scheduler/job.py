@@ -421,5 +421,9 @@ def new_job_id() -> uuid.UUID:
 
 
 def describe_error(exc: BaseException) -> str:
-    text = str(exc)
+    """``"Type: message"``; never raises (``str(exc)`` is the user's code)."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails
+        text = "<str() failed>"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Deque, List, Optional
 
 from .events import Outbox
-from .job import call_job
+from .job import call_job, describe_error
 from .runs import Run, RunBook
 
 __all__ = ["RunPool"]
@@ -71,9 +71,6 @@ class RunPool:
         if spawn:
             self._spawn()
 
-    def in_own_thread(self) -> bool:
-        return getattr(self._local, "draining", False)
-
     # -- shutdown ------------------------------------------------------------------
 
     def close(self, outbox: Outbox) -> None:
@@ -81,7 +78,9 @@ class RunPool:
         self.closed = True
         while self.ready:
             self._book.drop(self.ready.popleft(), outbox, "the scheduler is shutting down")
-        self._drain_target = 1 if self.in_own_thread() else 0
+        # Called from a job (or a listener) of one of this pool's drainers: do not wait
+        # for that drainer, if it is still counted.
+        self._drain_target = 1 if getattr(self._local, "counted", False) else 0
         if self.drainers <= self._drain_target:
             self._drained.set()
 
@@ -91,8 +90,8 @@ class RunPool:
         finished = self._drained.wait(timeout)
         if finished:
             # Every other task has returned, so the workers are just exiting; a job
-            # that shuts down its own service cannot join its own thread.
-            self._executor.shutdown(wait=not self._drain_target)
+            # (or listener) that shuts down its own service cannot join its own thread.
+            self._executor.shutdown(wait=not getattr(self._local, "worker", False))
         else:
             self._executor.shutdown(wait=False)
         return finished
@@ -136,12 +135,19 @@ class RunPool:
             # worker has no outbox; pause_job and remove_job reported the change).
             self._book.drop(run, None, "its job was paused or removed")
         self._drainer_ends()
+        self._local.counted = False
         return None
 
     def _drain(self) -> None:
-        """A pool task: run ready runs (and their catch-up runs) until none is left."""
+        """A pool task: run ready runs (and their catch-up runs) until none is left.
+
+        An error outside the job itself (a logging filter that raises, a zone that
+        fails) must not lose the books: the run in hand is released and the drainer
+        counted out, whatever happens."""
         book = self._book
-        self._local.draining = True
+        local = self._local
+        local.worker = local.counted = True
+        run: Optional[Run] = None
         try:
             cancel = threading.Event()
             with self._cond:
@@ -155,10 +161,12 @@ class RunPool:
                 ctx = book.context(run, cancel)
                 book.announce_start(run, ctx)
                 exc = call_job(run.entry.func, ctx)
+                error = None if exc is None else describe_error(exc)  # user code: no lock
                 cancel = threading.Event()  # for the next run, made before taking the lock
                 # Recording this run and starting the next share one lock round.
                 with self._cond:
-                    status, duration, following = book.finish(run, exc, go_on=not self.closed)
+                    status, duration, following = book.finish(run, error,
+                                                              go_on=not self.closed)
                     done = run
                     run = following if following is not None else self._next(first=False)
                     if run is not None:
@@ -166,4 +174,10 @@ class RunPool:
                         spawn = self._want_drainer()
                 book.announce_finish(done, exc, status, duration)
         finally:
-            self._local.draining = False
+            if run is not None or local.counted:  # left by an exception
+                with self._cond:
+                    if run is not None:
+                        book.release(run)
+                    if local.counted:
+                        local.counted = False
+                        self._drainer_ends()

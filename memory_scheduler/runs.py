@@ -113,9 +113,10 @@ class RunBook:
         if run.done:
             return 0
         self.release(run)
-        if run.started is not None:
-            return 0  # it ran; only its catch-up occurrences are dropped
-        occurrences = [run.scheduled, *run.backlog]
+        # A run that started is counted already; its catch-up occurrences are not.
+        occurrences = [*([] if run.started is not None else [run.scheduled]), *run.backlog]
+        if not occurrences:
+            return 0
         stats = run.entry.stats_for_update()
         stats.missed_count += len(occurrences)
         stats.last_status = RunStatus.MISSED
@@ -154,11 +155,12 @@ class RunBook:
         if run.cancelled:  # cannot happen today (may_start), but never lose a cancel
             cancel.set()
 
-    def finish(self, run: Run, exc: Optional[BaseException], *, go_on: bool
+    def finish(self, run: Run, error: Optional[str], *, go_on: bool
                ) -> Tuple[RunStatus, timedelta, Optional[Run]]:
-        """Caller holds the lock: record a finished run; return its status, its duration
-        and, when ``go_on`` and the job may go on, its next catch-up run (which keeps
-        this run's overlap slot)."""
+        """Caller holds the lock: record a finished run (``error``: what it raised, as
+        ``describe_error`` put it before the lock was taken, or None); return its
+        status, its duration and, when ``go_on`` and the job may go on, its next
+        catch-up run (which keeps this run's overlap slot)."""
         entry = run.entry
         finished = utc_now()
         assert run.started is not None
@@ -166,13 +168,13 @@ class RunBook:
         stats = entry.stats_for_update()
         stats.last_finished = finished
         stats.last_duration = duration
-        if exc is not None:
+        if error is not None:
             stats.failure_count += 1
-            stats.last_error = describe_error(exc)
+            stats.last_error = error
         if run.timed_out:
             status = RunStatus.TIMED_OUT
         else:
-            status = RunStatus.SUCCESS if exc is None else RunStatus.FAILED
+            status = RunStatus.SUCCESS if error is None else RunStatus.FAILED
             stats.last_status = status
         following: Optional[Run] = None
         if run.backlog and go_on and self._registry.is_live(entry) and not entry.paused \
@@ -269,13 +271,14 @@ class RunBook:
             self.announce_start(current, ctx)
             exc = call_job(current.entry.func, ctx)
             fatal = exc is not None and not isinstance(exc, Exception)
+            error = None if exc is None else describe_error(exc)
             with self._cond:
-                status, duration, following = self.finish(current, exc, go_on=not fatal)
+                status, duration, following = self.finish(current, error, go_on=not fatal)
             if following is not None:
                 reserved.append(following)
             self.announce_finish(current, exc, status, duration)
             results.append(RunResult(ctx.job_id, ctx.job_name, ctx.scheduled_time, status,
-                                     describe_error(exc) if exc else None))
+                                     error))
             if fatal:
                 assert exc is not None
                 raise exc  # KeyboardInterrupt / SystemExit in the caller's own thread

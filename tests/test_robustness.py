@@ -398,3 +398,71 @@ def test_shutdown_from_a_listener_on_the_notifier_thread(make_scheduler: Factory
         svc.wakeup()
         assert done.wait(5)
         assert not svc.is_running()
+
+
+# Found in review: errors around a run, a listener's shutdown, dropped catch-up runs -----
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("broken __str__")
+
+
+def test_an_exception_whose_str_fails_keeps_the_books(make_scheduler: Factory) -> None:
+    def job() -> None:
+        raise Unprintable
+
+    with freeze_time(T0) as frozen:
+        svc = make_scheduler()
+        failed = events_of(svc, EventKind.RUN_FAILED)
+        svc.add_cron_job("bad", "* * * * *", job)
+        svc.start()
+        frozen.move_to(minute(1))
+        svc.wakeup()
+        get(failed)
+        info = svc.get_job("bad")
+        assert (info.running, info.failure_count) == (0, 1)
+        assert info.last_error == "Unprintable: <str() failed>"
+        assert svc.run_job_now("bad") is True  # its overlap slot was given back
+
+
+def test_shutdown_from_a_run_succeeded_listener_waits_for_the_other_runs(
+        make_scheduler: Factory) -> None:
+    slow_started = threading.Event()
+    release = threading.Event()
+    returned: List[bool] = []
+
+    def stop(event: SchedulerEvent) -> None:
+        if event.job_name == "quick":
+            release.set()  # "slow" may finish now; shutdown must wait for it
+            svc.shutdown(timeout=5)
+            returned.append(svc.get_job("slow").running == 0)
+
+    with freeze_time(T0):
+        svc = make_scheduler(max_workers=2)
+        svc.add_cron_job("slow", "0 0 1 1 *", lambda: (slow_started.set(), release.wait(5)))
+        svc.add_cron_job("quick", "0 0 1 1 *", lambda: None)
+        svc.add_listener(stop, events=[EventKind.RUN_SUCCEEDED])
+        ended = events_of(svc, EventKind.SCHEDULER_SHUTDOWN)
+        svc.start()
+        svc.run_job_now("slow")
+        assert slow_started.wait(2)
+        svc.run_job_now("quick")
+        get(ended, 5)
+        assert returned == [True]
+
+
+def test_catch_up_runs_of_an_interrupted_run_pending_are_counted(
+        make_scheduler: Factory) -> None:
+    def interrupt(event: SchedulerEvent) -> None:
+        raise KeyboardInterrupt
+
+    with freeze_time(T0) as frozen:
+        svc = make_scheduler()
+        svc.add_cron_job("sync", "* * * * *", lambda: None, coalesce=False)
+        frozen.move_to(minute(5))  # 01..05: one runs, four are its catch-up runs
+        svc.add_listener(interrupt, events=[EventKind.RUN_STARTED])
+        with pytest.raises(KeyboardInterrupt):
+            svc.run_pending()
+        info = svc.get_job("sync")
+        assert (info.run_count, info.skip_count, info.missed_count, info.running) == (
+            1, 0, 4, 0)
