@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -182,6 +183,8 @@ class Outbox:
     def log(self, level: int, msg: str, *args: Any,
             extra: Optional[Dict[str, object]] = None, exc_info: Any = None) -> None:
         if logger.isEnabledFor(level):
+            if exc_info is True:  # delivered later, where no exception is being handled
+                exc_info = sys.exc_info()
             self.logs.append((level, msg, args, extra, exc_info))
 
     def wants(self, level: int) -> bool:

@@ -15,7 +15,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
-from .clock import ClockWatch
+from .clock import ClockWatch, utc_now
 from .cron import CronSchedule
 from .errors import InvalidValue
 from .events import EventKind, Outbox
@@ -141,10 +141,17 @@ class Firing:
         if jump is None:
             return
         outbox.log(logging.INFO, "clock moved back by %s; recomputing schedules", jump)
-        for entry in self._registry:
-            if not entry.paused:  # an ended schedule may have runs again
-                self.reschedule(entry, now, outbox)
         self._registry.shift_timers(-jump.total_seconds())
+        for entry in self._registry:
+            try:
+                if entry.ended:  # its schedule may have runs again; it was reported once
+                    following = next_or_none(entry.schedule, now)
+                    if following is not None:
+                        self._registry.schedule(entry, following)
+                elif not entry.paused:
+                    self.reschedule(entry, now, outbox)
+            except Exception as exc:  # noqa: BLE001 - one job's error ends that job only
+                self.end(entry, outbox, exc)
 
     def reschedule(self, entry: Entry, now: datetime, outbox: Outbox) -> None:
         """Caller holds the lock: schedule the entry's first occurrence after ``now``."""
@@ -193,30 +200,38 @@ class Firing:
                     runs.append(item.payload)  # its jitter delay has passed
                 else:
                     self.time_out(item.payload, outbox)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one job's error ends that job only
                 if item.entry is not None:
                     self.end(item.entry, outbox, exc)
-                else:  # pragma: no cover - timers always carry their entry
-                    raise
+            except BaseException:  # KeyboardInterrupt in run_pending(): put it back
+                entry = item.entry
+                if item.kind is TimerKind.OCCURRENCE and entry is not None and (
+                        entry.bucket is None and entry.next_run is not None):
+                    self._registry.schedule(entry, entry.next_run)
+                raise
         return Collected(runs, not_run, True)
 
-    def collect_all(self, cond: threading.Condition, now: datetime, outbox: Outbox
-                    ) -> Tuple[List[Run], List[RunResult]]:
-        """For run_pending() (no lock held): collect everything due, a slice at a time
-        so that other threads get the lock in between. Returns the runs and the
-        results of the occurrences that do not run."""
-        runs: List[Run] = []
+    def collect_all(self, cond: threading.Condition, outbox: Outbox, runs: List[Run]
+                    ) -> List[RunResult]:
+        """For run_pending() (no lock held): collect everything due into ``runs``, a
+        slice at a time so that other threads get the lock in between. Returns the
+        results of the occurrences that do not run. The clock is read under the lock,
+        once: an earlier reading could be older than one the dispatcher has seen, and
+        look like the clock going back."""
         results: List[RunResult] = []
+        now: Optional[datetime] = None
         more = True
         while more:
             with cond:
-                self.observe(now, outbox)
+                if now is None:
+                    now = utc_now()
+                    self.observe(now, outbox)
                 collected = self.collect_due(now, outbox, sync=True, budget=SLICE)
             runs.extend(collected.runs)
             more = collected.more
             results.extend(RunResult(e.id, e.name, to_local(when, e.schedule.timezone), status)
                            for e, when, status in collected.not_run)
-        return runs, results
+        return results
 
     def fire(self, entry: Entry, now: datetime, outbox: Outbox,
              not_run: Optional[List[Tuple[Entry, datetime, RunStatus]]]) -> Optional[Run]:

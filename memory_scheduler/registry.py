@@ -370,7 +370,9 @@ class Registry:
         next one.
         """
         while True:
-            if self._draining_live():
+            # A slice of a due instant is being handed over; a caller whose "now" is
+            # earlier (its clock read raced the dispatcher's) does not take the rest.
+            if self._draining_live() and self._drain_at <= now:
                 entry = self._draining[self._drain_pos]
                 self._drain_pos += 1
                 self._refs -= 1

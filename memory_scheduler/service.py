@@ -26,7 +26,7 @@ from .cron import CronSchedule
 from .dispatcher import Dispatcher
 from .errors import AlreadyRunning, DuplicateJob, InvalidValue, NotRunning
 from .events import EventKind, Listeners, Notifier, Outbox, logger
-from .firing import MAX_CATCHUP_RUNS, Firing
+from .firing import MAX_CATCHUP_RUNS, Firing, next_or_none
 from .job import Job, JobOptions, Policy, RunResult, cron_policy, new_job_id, policy_of
 from .pool import RunPool
 from .registry import Entry, Registry, TimerKind
@@ -130,15 +130,20 @@ class SchedulerService(JobViews):
             now = utc_now()
             self._firing.observe(now, outbox)
             for entry in self._registry:
-                if cluster is not None and cluster.catch_up(entry, marks.get(entry.name), now):
-                    continue
-                if entry.next_run is not None and entry.next_run <= now:
-                    self._firing.reschedule(entry, now, outbox)
+                try:
+                    if cluster is not None and cluster.catch_up(entry, marks.get(entry.name),
+                                                                now):
+                        continue
+                    if entry.next_run is not None and entry.next_run <= now:
+                        self._firing.reschedule(entry, now, outbox)
+                except Exception as exc:  # noqa: BLE001 - as the dispatcher: that job ends
+                    self._firing.end(entry, outbox, exc)
             if cluster is not None:
                 self._claimer, self._heartbeat, self._recorder = start_threads(
                     cluster, self._config, self._book, self._registry, self._cond,
                     self._queue, self._listeners, self._notifier, self._token)
-        dispatcher.thread.start()
+            # Under the lock: a shutdown() that follows must find it started.
+            dispatcher.thread.start()
         logger.info("scheduler started")
         outbox.event(EventKind.SCHEDULER_STARTED)
         outbox.deliver(self._listeners)
@@ -241,6 +246,9 @@ class SchedulerService(JobViews):
         schedule = CronSchedule.shared(expression, zone, name)
         outbox = Outbox(self._listeners)
         with self._cond:
+            now = utc_now()
+            self._firing.observe(now, outbox)
+            first = next_or_none(schedule, now)  # may raise (a user's tzinfo): nothing changed
             old = self._registry.by_name(name)
             if old is None:
                 job_id = new_job_id()
@@ -253,10 +261,11 @@ class SchedulerService(JobViews):
                                    "pass replace_existing=True to replace it")
             entry = Entry(job_id, name, func, schedule, policy)
             self._registry.add(entry)
-            now = utc_now()
-            self._firing.observe(now, outbox)
-            self._firing.reschedule(entry, now, outbox)
             outbox.event(EventKind.JOB_ADDED, entry)
+            if first is None:
+                self._firing.end(entry, outbox)
+            else:
+                self._registry.schedule(entry, first)
             self._cond.notify_all()
         outbox.log(logging.DEBUG, "added job %r (%s, %s)", name, expression, zone_name(zone))
         outbox.deliver(self._listeners)
@@ -346,9 +355,11 @@ class SchedulerService(JobViews):
         happened to each occurrence.
         """
         outbox = Outbox(self._listeners)
-        runs, results = self._firing.collect_all(self._cond, utc_now(), outbox)
-        reserved = list(runs)
+        runs: List[Run] = []
+        reserved = runs  # the same list: a KeyboardInterrupt may come while collecting
         try:
+            results = self._firing.collect_all(self._cond, outbox, runs)
+            reserved = list(runs)
             outbox.deliver(self._listeners)
             for run in self._admission.admit(runs, outbox):
                 results.extend(self._book.run_inline(run, reserved))
