@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 from .clock import utc_now
 from .events import Listeners, Notifier, Outbox
-from .firing import SLICE, Firing
+from .firing import SLICE, SLICE_PAUSE, Firing
 from .registry import Registry
 from .runs import Run
 
@@ -64,25 +64,28 @@ class Dispatcher:
         rest of the collection for the GIL (10,000 jobs: ~80 ms later, bench/RESULTS.md).
         """
         runs: List[Run] = []
-        now = utc_now()
+        now: Optional[datetime] = None  # read once, under the lock, for the whole instant
         while True:
             with self._cond:
                 if self._token.is_set():
                     break  # shutting down: the pool drops what was collected
-                if not runs:
+                if now is None:
                     now = utc_now()
                     self._firing.observe(now, outbox)
-                collected = self._firing.collect_due(now, outbox, sync=False, budget=SLICE)
-                runs.extend(collected.runs)
-                if collected.more:
-                    continue
-                if not runs and not outbox:
+                collected = self._firing.collect_due(now, outbox, sync=False, budget=SLICE,
+                                                     runs=runs)
+                more = collected.more
+                if not more and not runs and not outbox:
                     wait, final = self._sleep_for(now)
                     if final:
                         self._prepare_next()
                     self._cond.wait(wait)
                     return
+            if not more:
                 break
+            # Python's Lock is not fair: re-taking it at once would keep a waiting
+            # caller (or shutdown) out for the whole instant. Step aside briefly.
+            self._token.wait(SLICE_PAUSE)
         # Outside the lock; the clock is read again before the next wait.
         self._hand_over(runs, outbox)
 

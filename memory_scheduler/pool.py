@@ -154,11 +154,11 @@ class RunPool:
                 run = self._next(first=True)
                 if run is not None:
                     book.start(run, cancel)
+                    ctx = book.context(run, cancel)
                     spawn = self._want_drainer()
             while run is not None:
                 if spawn:
                     self._spawn()
-                ctx = book.context(run, cancel)
                 book.announce_start(run, ctx)
                 exc = call_job(run.entry.func, ctx)
                 error = None if exc is None else describe_error(exc)  # user code: no lock
@@ -171,6 +171,9 @@ class RunPool:
                     run = following if following is not None else self._next(first=False)
                     if run is not None:
                         book.start(run, cancel)
+                        # Built under the lock (the zone conversion included): measured
+                        # faster in a burst than building it outside (bench/RESULTS.md).
+                        ctx = book.context(run, cancel)
                         spawn = self._want_drainer()
                 book.announce_finish(done, exc, status, duration)
         finally:
