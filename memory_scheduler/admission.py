@@ -21,7 +21,8 @@ __all__ = ["Admission"]
 class Admission:
     """Admits every run: one process, no run store."""
 
-    def admit(self, runs: List[Run], outbox: Optional[Outbox] = None) -> List[Run]:
+    def admit(self, runs: List[Run], outbox: Optional[Outbox] = None, *,
+              inline: bool = False) -> List[Run]:
         """The runs that may start, in order (no lock held). What users should hear
         about goes into ``outbox``, which the caller delivers."""
         return runs

@@ -7,10 +7,11 @@ their timeouts to threading primitives, which count real time even under a froze
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
-__all__ = ["BACKWARD_JUMP", "ClockWatch", "utc_now"]
+__all__ = ["BACKWARD_JUMP", "Budget", "ClockWatch", "utc_now"]
 
 _UTC = timezone.utc
 
@@ -42,3 +43,22 @@ class ClockWatch:
         if last is not None and now < last - BACKWARD_JUMP:
             return last - now
         return None
+
+
+class Budget:
+    """What is left of one timeout shared by several waits in a row (shutdown's).
+
+    Each wait still hands its share to a threading primitive; nothing loops on this
+    clock. It is ``time.monotonic``, real elapsed time, not the scheduler's clock. Under
+    freezegun, which freezes it, every wait gets the whole timeout, as if alone.
+    """
+
+    __slots__ = ("_started", "_seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self._started = time.monotonic()
+        self._seconds = seconds
+
+    def left(self) -> float:
+        elapsed = time.monotonic() - self._started
+        return max(0.0, self._seconds - max(0.0, elapsed))

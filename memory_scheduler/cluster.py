@@ -249,10 +249,12 @@ class Cluster(Admission):
             return results, StoreUnavailable(results[0].detail or "unavailable")
         return results, None
 
-    def admit(self, runs: List[Run], outbox: Optional[Outbox] = None) -> List[Run]:
+    def admit(self, runs: List[Run], outbox: Optional[Outbox] = None, *,
+              inline: bool = False) -> List[Run]:
         """Claim the occurrences of the cluster runs among ``runs`` (the whole catch-up
         chain of each); return the runs to start, in order. A run keeps only the
-        occurrences it won."""
+        occurrences it won. ``inline``: run_pending(), which cannot wait for a run the
+        store calls too early (the dispatcher's runs are retried then)."""
         box = Outbox(self._listeners) if outbox is None else outbox
         self.flush_marks(box)
         claiming = [r for r in runs
@@ -279,7 +281,7 @@ class Cluster(Admission):
                 if res.won and run.backlog:
                     tail = chain_results[pos:pos + len(run.backlog)]
                     pos += len(run.backlog)
-                if not self._apply(run, res, tail, box, inline=outbox is not None):
+                if not self._apply(run, res, tail, box, inline=inline):
                     rejected.add(id(run))
         self.flush_marks(box)  # the skips recorded just now (a BUSY head's chain)
         return [r for r in runs if id(r) not in rejected]

@@ -19,7 +19,7 @@ from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, TypeVar, Union
 
 from .admission import Admission
-from .clock import utc_now
+from .clock import Budget, utc_now
 from .cluster import Cluster, open_run_store
 from .config import SchedulerConfig
 from .cron import CronSchedule
@@ -178,19 +178,20 @@ class SchedulerService(JobViews):
         outbox.log(logging.INFO, "scheduler shutting down (timeout %.3gs)", timeout)
         outbox.deliver(self._listeners)
         # The dispatcher never runs foreign code, so it leaves within milliseconds.
-        dispatcher.thread.join(timeout)
+        budget = Budget(timeout)  # one timeout for all the waits below
+        dispatcher.thread.join(budget.left())
         claimer, heartbeat, recorder = self._claimer, self._heartbeat, self._recorder
         if claimer is not None:
-            claimer.stop(timeout)
-        finished = pool.wait(timeout)
+            claimer.stop(budget.left())
+        finished = pool.wait(budget.left())
         if heartbeat is not None and recorder is not None:  # kept the leases until now
-            recorder.stop(timeout)
-            heartbeat.stop(timeout)
+            recorder.stop(budget.left())
+            heartbeat.stop(budget.left())
         with self._cond:
             stuck = sorted({run.entry.name for run in self._book.active if run.started})
             self._pool = self._dispatcher = self._claimer = None
             self._heartbeat = self._recorder = None
-        self._notifier.close(timeout)
+        self._notifier.close(budget.left())
         if finished:
             logger.info("scheduler shutdown complete")
         else:
@@ -361,7 +362,7 @@ class SchedulerService(JobViews):
             results = self._firing.collect_all(self._cond, outbox, runs)
             reserved = list(runs)
             outbox.deliver(self._listeners)
-            for run in self._admission.admit(runs, outbox):
+            for run in self._admission.admit(runs, outbox, inline=True):
                 results.extend(self._book.run_inline(run, reserved))
         finally:
             # A KeyboardInterrupt or SystemExit (from a job or a listener) must not

@@ -466,3 +466,47 @@ def test_catch_up_runs_of_an_interrupted_run_pending_are_counted(
         info = svc.get_job("sync")
         assert (info.run_count, info.skip_count, info.missed_count, info.running) == (
             1, 0, 4, 0)
+
+
+def test_a_zone_failing_at_add_registers_nothing(make_scheduler: Factory) -> None:
+    zone = BreakingZone()
+    zone.broken = True
+    svc = make_scheduler()
+    with pytest.raises(RuntimeError, match="zone database unavailable"):
+        svc.add_cron_job("fragile", "0 * * * *", lambda: None, timezone=zone)
+    assert svc.jobs() == []
+    zone.broken = False
+    svc.add_cron_job("fragile", "0 * * * *", lambda: None, timezone=zone)  # no DuplicateJob
+
+
+def test_a_zone_failing_at_start_ends_that_job_and_the_service_starts(
+        make_scheduler: Factory) -> None:
+    zone = BreakingZone()
+    with freeze_time(T0) as frozen:
+        svc = make_scheduler()
+        ended = events_of(svc, EventKind.JOB_ENDED)
+        svc.add_cron_job("fragile", "0 * * * *", lambda: None, timezone=zone)
+        svc.add_cron_job("sturdy", "* * * * *", lambda: None)
+        frozen.move_to(T0 + timedelta(hours=2))  # both overdue at start()
+        zone.broken = True
+        svc.start()
+        assert svc.is_running()
+        assert get(ended).job_name == "fragile"
+        assert svc.get_job("sturdy").next_run_time == T0 + timedelta(hours=2, minutes=1)
+
+
+def test_a_zone_failing_after_a_clock_jump_ends_that_job_only(make_scheduler: Factory) -> None:
+    zone = BreakingZone()
+    with freeze_time(T0 + timedelta(hours=1)) as frozen:
+        svc = make_scheduler()
+        ended = events_of(svc, EventKind.JOB_ENDED)
+        svc.add_cron_job("fragile", "0 * * * *", lambda: None, timezone=zone)
+        svc.add_cron_job("sturdy", "* * * * *", lambda: None)
+        svc.add_cron_job("over", "0 0 1 1 *", lambda: None)
+        zone.broken = True
+        frozen.move_to(T0)  # back an hour: every schedule is recomputed
+        assert svc.run_pending() == []
+        assert get(ended).job_name == "fragile"
+        assert svc.get_job("sturdy").next_run_time == minute(1)
+        frozen.move_to(T0 + timedelta(minutes=1))
+        assert [r.job_name for r in svc.run_pending()] == ["sturdy"]
