@@ -149,10 +149,10 @@ class RunPool:
         local.worker = local.counted = True
         run: Optional[Run] = None
         try:
-            cancel = threading.Event()
             with self._cond:
                 run = self._next(first=True)
                 if run is not None:
+                    cancel = threading.Event()
                     book.start(run, cancel)
                     ctx = book.context(run, cancel)
                     spawn = self._want_drainer()
@@ -162,17 +162,18 @@ class RunPool:
                 book.announce_start(run, ctx)
                 exc = call_job(run.entry.func, ctx)
                 error = None if exc is None else describe_error(exc)  # user code: no lock
-                cancel = threading.Event()  # for the next run, made before taking the lock
-                # Recording this run and starting the next share one lock round.
+                # Recording this run and starting the next share one lock round. The
+                # next run's cancel token and context are made under the lock too: made
+                # just before taking it, the Event halved a 10-worker burst's rate
+                # (bench/RESULTS.md).
                 with self._cond:
                     status, duration, following = book.finish(run, error,
                                                               go_on=not self.closed)
                     done = run
                     run = following if following is not None else self._next(first=False)
                     if run is not None:
+                        cancel = threading.Event()
                         book.start(run, cancel)
-                        # Built under the lock (the zone conversion included): measured
-                        # faster in a burst than building it outside (bench/RESULTS.md).
                         ctx = book.context(run, cancel)
                         spawn = self._want_drainer()
                 book.announce_finish(done, exc, status, duration)

@@ -138,8 +138,7 @@ class RunBook:
 
     def start(self, run: Run, cancel: threading.Event) -> None:
         """Caller holds the lock: the bookkeeping of a run about to call its job.
-        ``cancel`` becomes its cancel token (made by the caller before it took the
-        lock: an Event is a Condition and a Lock, the costliest allocation of a run)."""
+        ``cancel`` becomes its cancel token."""
         entry = run.entry
         started = run.started = utc_now()
         stats = entry.stats_for_update()
