@@ -187,9 +187,6 @@ class Outbox:
                 exc_info = sys.exc_info()
             self.logs.append((level, msg, args, extra, exc_info))
 
-    def wants(self, level: int) -> bool:
-        return logger.isEnabledFor(level)
-
     def deliver(self, listeners: Listeners) -> None:
         """Emit the log records, then call the listeners (no lock held)."""
         logs, self.logs = self.logs, []

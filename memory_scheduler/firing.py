@@ -18,7 +18,7 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 from .clock import ClockWatch, utc_now
 from .cron import CronSchedule
 from .errors import InvalidValue
-from .events import EventKind, Outbox
+from .events import EventKind, Outbox, logger
 from .job import RunResult, RunStatus
 from .registry import Entry, Registry, TimerKind
 from .runs import Run, RunBook, log_extra
@@ -304,7 +304,7 @@ class Firing:
         stats.missed_count += len(missed)
         level = logging.DEBUG if stats.missed_warned else logging.WARNING
         stats.missed_warned = True
-        if outbox.wants(level):
+        if logger.isEnabledFor(level):
             first = missed[0]
             count = f"{'at least ' if decision.more_missed else ''}{len(missed)} runs from"
             outbox.log(level, "job %r missed its run at %s: %s late, more than its misfire "

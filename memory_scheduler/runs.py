@@ -3,7 +3,7 @@
 The path of an occurrence::
 
     firing.Firing.collect_due      (lock)  decides it runs: RunBook.reserve -> Run
-    SchedulerService._admit        (no lock) the seam every run passes before a job is called
+    Admission.admit                (no lock) the seam every run passes before a job is called
     pool.RunPool.submit / run_inline        a worker (or run_pending's caller) takes it
     RunBook.start                  (lock)  counters, timeout timer, cancel token
     job.call_job                   (no lock) the user's function
@@ -151,8 +151,6 @@ class RunBook:
             self._registry.push(started.timestamp() + timeout, TimerKind.TIMEOUT, entry, run)
             self._cond.notify_all()  # the dispatcher may be sleeping past it
         run.cancel = cancel
-        if run.cancelled:  # cannot happen today (may_start), but never lose a cancel
-            cancel.set()
 
     def finish(self, run: Run, error: Optional[str], *, go_on: bool
                ) -> Tuple[RunStatus, timedelta, Optional[Run]]:
@@ -210,11 +208,10 @@ class RunBook:
     def context(self, run: Run, cancel: threading.Event) -> RunContext:
         entry = run.entry
         claim = None if run.claims is None else run.claims[0]
+        local = to_local(run.scheduled, entry.schedule.timezone)
         if claim is None:
-            return RunContext(entry.id, entry.name,
-                              to_local(run.scheduled, entry.schedule.timezone), cancel)
-        return RunContext(entry.id, entry.name, to_local(run.scheduled, entry.schedule.timezone),
-                          cancel, claim.attempt, claim.token)
+            return RunContext(entry.id, entry.name, local, cancel)
+        return RunContext(entry.id, entry.name, local, cancel, claim.attempt, claim.token)
 
     def announce_start(self, run: Run, ctx: RunContext) -> None:
         """No lock held: log and deliver the start of a run."""

@@ -44,7 +44,6 @@ _KEY = "namespace = ? AND job = ? AND scheduled_at = ?"
 
 GET_TOKEN = f"SELECT v FROM {META_TABLE} WHERE k = 'token'"
 SET_TOKEN = f"UPDATE {META_TABLE} SET v = ? WHERE k = 'token'"
-_SELECT_ROW = f"SELECT {_ROW} FROM {RUNS_TABLE} WHERE {_KEY}"
 # rowcount 1: this owner recorded the key (won); 0: someone had (classified by reading it).
 INSERT_RUNNING = f"""INSERT INTO {RUNS_TABLE}
     (namespace, job, scheduled_at, owner, token, attempt, state, claimed_at, lease_until)
@@ -54,8 +53,6 @@ INSERT_DONE = f"""INSERT INTO {RUNS_TABLE}
     (namespace, job, scheduled_at, owner, token, attempt, state, claimed_at, finished_at)
     VALUES (?, ?, ?, ?, NULL, 1, ?, ?, ?)
     ON CONFLICT (namespace, job, scheduled_at) DO NOTHING"""
-_LIVE_HOLDER = f"""SELECT owner FROM {RUNS_TABLE}
-    WHERE namespace = ? AND job = ? AND state = 'running' AND lease_until > ? LIMIT 1"""
 # The token and the state guard every change of a running row: a holder that lost its
 # lease changes nothing.
 RENEW = (f"UPDATE {RUNS_TABLE} SET lease_until = ? "
